@@ -8,7 +8,12 @@ What is measured, per environment and batch size (number of parallel envs):
 * bare: the same work without the recording, built here on the SAME wrapped env object
   and the SAME policy function: `vmap(env.reset)` on the same reset keys, the same key
   splitting per step, `vmap(policy)` and `vmap(env.step)` scanned over `num_steps`,
-  returning only the final state.
+  returning one scalar summed from the final state's recorded fields (obs, reward, done,
+  truncation, final obs, goal). XLA then drops what neither the next step nor that sum
+  reads, exactly as it does inside `envs.rollout`, which returns no state.
+  (`--bare-output state` returns the whole final state instead; with MJX physics that
+  keeps every derived physics field alive in the loop and is much slower, so it would
+  flatter rollout.)
 
 The policy is uniform random in [-1, 1]. Each function is called once to compile
 (`compile_s` = first call minus the median steady call), then `--repeats` times,
@@ -72,8 +77,27 @@ def uniform_policy(action_size: int):
     return policy
 
 
-def make_bare(env, policy, num_envs: int, num_steps: int):
-    """`jit(scan(vmap(env.step)))`: `envs.rollout`'s work without recording transitions."""
+def summary(state) -> jax.Array:
+    """One scalar from the final-state fields a transition records (obs, reward, done, ...)."""
+    info = state.info
+    fields = [
+        state.obs,
+        state.reward,
+        state.done,
+        info.get(envs.TRUNCATION),
+        info.get(envs.FINAL_OBS),
+        info.get(envs.GOAL_OBS),
+    ]
+    return sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree.leaves(fields))
+
+
+def make_bare(env, policy, num_envs: int, num_steps: int, output: str = "summary"):
+    """`jit(scan(vmap(env.step)))`: `envs.rollout`'s work without recording transitions.
+
+    `output="summary"` returns `summary(final state)`, so the same per-step quantities stay
+    live as in `envs.rollout`; `"state"` returns the whole final state, which also keeps
+    every physics field that neither the next step nor a transition reads.
+    """
     step = jax.vmap(env.step)
     act = jax.vmap(policy)
 
@@ -85,7 +109,7 @@ def make_bare(env, policy, num_envs: int, num_steps: int):
             return step(state, act(state.obs, jax.random.split(key_t, num_envs))), None
 
         final, _ = jax.lax.scan(body, state, jax.random.split(k_run, num_steps))
-        return final
+        return summary(final) if output == "summary" else final
 
     return jax.jit(run)
 
@@ -121,21 +145,22 @@ def measure(fns: dict, key: jax.Array, repeats: int) -> dict:
     return {"steady_s": steady, "compile_s": compile_s, "runs_s": runs, "outputs": outs}
 
 
-def compare_row(env_name: str, num_envs: int, num_steps: int, repeats: int, seed: int) -> dict:
+def compare_row(env_name: str, num_envs: int, num_steps: int, args: argparse.Namespace) -> dict:
     """One table row: rollout and bare on the same env, batch and step count."""
     env = envs.make(env_name)
     policy = uniform_policy(env.action_size)
     fns = {
         "rollout": make_rollout(env, policy, num_envs, num_steps),
-        "bare": make_bare(env, policy, num_envs, num_steps),
+        "bare": make_bare(env, policy, num_envs, num_steps, args.bare_output),
     }
-    m = measure(fns, jax.random.key(seed), repeats)
+    m = measure(fns, jax.random.key(args.seed), args.repeats)
     steps = num_envs * num_steps
     sps = {name: steps / m["steady_s"][name] for name in fns}
     return {
         "env": env_name,
         "batch": num_envs,
         "num_steps": num_steps,
+        "bare_output": args.bare_output,
         "compile_s_rollout": m["compile_s"]["rollout"],
         "compile_s_bare": m["compile_s"]["bare"],
         "steady_s_rollout": m["steady_s"]["rollout"],
@@ -235,7 +260,7 @@ def run_compare(args) -> list[dict]:
     for env_name in args.envs:
         for num_envs in args.batch_sizes:
             num_steps = args.num_steps or default_num_steps(env_name, num_envs)
-            rows.append(compare_row(env_name, num_envs, num_steps, args.repeats, args.seed))
+            rows.append(compare_row(env_name, num_envs, num_steps, args))
             print(markdown_table(rows[-1:], COMPARE_COLUMNS).splitlines()[-1], flush=True)
     return rows
 
@@ -255,12 +280,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS), help="env names for envs.make")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=list(DEFAULT_BATCHES))
-    p.add_argument("--num-steps", type=int, default=None,
-                   help="steps per call for every row (default: 1000; 100 for physics envs at batch >= 256)")
+    p.add_argument(
+        "--num-steps",
+        type=int,
+        default=None,
+        help="steps per call for every row (default: 1000; 100 for physics envs at batch >= 256)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed calls per function after the first")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--brax-backends", action="store_true",
-                   help="compare Brax backends on brax/reacher instead of rollout vs bare")
+    p.add_argument(
+        "--bare-output",
+        choices=("summary", "state"),
+        default="summary",
+        help="what the bare baseline returns: a scalar of the recorded fields, or the whole final state",
+    )
+    p.add_argument(
+        "--brax-backends", action="store_true", help="compare Brax backends on brax/reacher instead of rollout vs bare"
+    )
     p.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS))
     p.add_argument("--backend-batch-sizes", nargs="+", type=int, default=list(BACKEND_BATCHES))
     p.add_argument("--out", default=None, help=f"JSON path (default {DEFAULT_OUT}, or *_brax_backends.json)")
@@ -280,8 +316,14 @@ def main(argv=None) -> None:
         print(markdown_table([], columns), flush=True)
         rows = run_compare(args)
     print(f"\n{header}\n{markdown_table(rows, columns)}")
-    result = {"benchmark": header, "argv": sys.argv[1:], "repeats": args.repeats, "seed": args.seed,
-              "machine": machine_info(), "rows": rows}
+    result = {
+        "benchmark": header,
+        "argv": sys.argv[1:],
+        "repeats": args.repeats,
+        "seed": args.seed,
+        "machine": machine_info(),
+        "rows": rows,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
