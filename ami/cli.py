@@ -66,11 +66,52 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ami.config import load_experiment
+    from ami.run import train
+
+    cfg = load_experiment(args.config, args.overrides)
+    run_dir = args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{_stem(args.config)}"
+    print(f"ami train: run directory {run_dir}", flush=True)
+    summary = train(cfg, run_dir)
+    print(json.dumps({k: v for k, v in summary.items() if k != "controllers"}, indent=2))
+    return 0
+
+
+def _stem(path: str) -> str:
+    return path.rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ami.run import evaluate_run, load_run
+
+    cfg, agent, state = load_run(args.run_dir)
+    controllers = ("learned",) if not args.all else None
+    results = evaluate_run(cfg, agent, state, controllers) if controllers else evaluate_run(cfg, agent, state)
+    out = {"success_rate": results["learned"]["success_rate"], "controllers": results}
+    summary_path = Path(args.run_dir) / "summary.json"
+    if summary_path.exists():
+        out["trained_success_rate"] = json.loads(summary_path.read_text())["success_rate"]
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ami", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="run an experiment config")
+    tr.add_argument("config", help="experiment YAML, e.g. experiments/quickstart.yaml")
+    tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. planner.horizon=40")
+    tr.add_argument("--run-dir", default=None, help="where to write the run (default runs/<time>-<config>)")
+    tr.set_defaults(func=_cmd_train)
+    ev = sub.add_parser("eval", help="re-evaluate a finished run from its checkpoint")
+    ev.add_argument("run_dir")
+    ev.add_argument("--all", action="store_true", help="also the random and true-dynamics controllers")
+    ev.set_defaults(func=_cmd_eval)
     sub.add_parser("envs", help="list environment names").set_defaults(func=_cmd_envs)
     roll = sub.add_parser("rollout", help="batched random-policy rollout of one environment")
     roll.add_argument("name", nargs="?", default="two_rooms")

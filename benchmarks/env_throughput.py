@@ -305,6 +305,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    load_start, start = os.getloadavg(), time.perf_counter()
     if args.brax_backends:
         out = Path(args.out or DEFAULT_OUT.replace(".json", "_brax_backends.json"))
         columns, header = BACKEND_COLUMNS, "brax/reacher backends (envs.rollout)"
@@ -322,6 +323,8 @@ def main(argv=None) -> None:
         "repeats": args.repeats,
         "seed": args.seed,
         "machine": machine_info(),
+        "loadavg_1_5_15min": {"start": load_start, "end": os.getloadavg()},
+        "wall_s": time.perf_counter() - start,
         "rows": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,231 @@
+"""The agent: wires perception, world model, cost, memory and actor into three pure functions.
+
+    agent = make_agent(cfg, obs_shape, action_size)        # cfg: a resolved ExperimentConfig
+    state = agent.init(key, num_envs)                     # parameters, optimisers, key, memory
+    state, action, info = agent.act(state, obs, goal, key)   # obs, goal [N, *obs_shape] -> action [N, A]
+    state, metrics = agent.update(state, batch)           # one world-model + critic update
+
+`act` is receding-horizon MPC: every `replan_every` calls it encodes the observations and
+goals, and runs the planner on the energy of `ami.cost` over latent rollouts, warm-started
+from the shifted previous plan kept in short-term memory; in between it executes the plan.
+All environments re-plan on the same calls (one `lax.cond` on the shared clock), so
+`act` under `jit` traces once and runs batched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ami import cost, memory, perception, world_model
+from ami.actor import make_planner
+from ami.config import ExperimentConfig
+
+
+class Learner(NamedTuple):
+    """Everything `update` changes: parameters, their EMA targets, optimiser states, key, step."""
+
+    params: dict
+    target_encoder: Any
+    target_critic: Any
+    model_opt: Any
+    critic_opt: Any
+    key: jax.Array
+    step: jax.Array
+
+
+class AgentState(NamedTuple):
+    """`learner`, the batched short-term `memory [N]` and the shared decision `clock` (int32)."""
+
+    learner: Learner
+    memory: memory.Memory
+    clock: jax.Array
+
+
+class UpdateBatch(NamedTuple):
+    """One update's data: JEPA windows `obs [B, L+1, ...]`, `action [B, L, A]`, `mask [B]`, and
+    critic transitions `z_obs, next_obs, goal_obs [Bc, ...]` with `at_goal [Bc]`."""
+
+    obs: jax.Array
+    action: jax.Array
+    mask: jax.Array
+    pair_obs: jax.Array
+    pair_next_obs: jax.Array
+    pair_goal: jax.Array
+    pair_at_goal: jax.Array
+
+
+class Agent(NamedTuple):
+    init: Callable[[jax.Array, int], AgentState]
+    act: Callable[..., tuple[AgentState, jax.Array, dict]]
+    update: Callable[[AgentState, UpdateBatch], tuple[AgentState, dict]]
+    plan: Callable[..., Any]
+    modules: dict
+
+
+def energy_weights(cfg: ExperimentConfig) -> cost.EnergyWeights:
+    return cost.EnergyWeights(goal=cfg.cost.goal_weight, action=cfg.cost.action_weight,
+                              critic=cfg.cost.critic_weight if cfg.critic.enabled else 0.0, terminal=cfg.cost.terminal)
+
+
+def make_modules(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size: int) -> dict:
+    """The agent's modules built from a resolved config."""
+    p, w = cfg.perception, cfg.world_model
+    modules = {
+        "perception": perception.make_perception(obs_shape, p.latent_size, p.hidden, p.activation),
+        "world_model": world_model.make_world_model(p.latent_size, action_size, w.hidden, w.activation),
+        "critic": cost.make_critic(p.latent_size, cfg.critic.hidden) if cfg.critic.enabled else None,
+    }
+    planner_options = {"iterations": cfg.planner.iterations, "restarts": cfg.planner.restarts,
+                       "learning_rate": cfg.planner.learning_rate, "init": cfg.planner.init, **cfg.planner.options}
+    modules["planner"] = make_planner(cfg.planner.name, horizon=cfg.planner.horizon, action_size=action_size,
+                                      **planner_options)
+    modules["energy_weights"] = energy_weights(cfg)
+    modules["energy"] = cost.make_energy(modules["world_model"], modules["critic"], modules["energy_weights"])
+    modules["cfg"] = cfg
+    return modules
+
+
+def _optimizers(cfg: ExperimentConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    t = cfg.train
+
+    def make():
+        return optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adamw(t.learning_rate, weight_decay=t.weight_decay))
+
+    return make(), make()
+
+
+def _init_learner(cfg: ExperimentConfig, modules: dict, key: jax.Array) -> Learner:
+    k_enc, k_pred, k_critic, k_next = jax.random.split(key, 4)
+    params = {"encoder": modules["perception"].init(k_enc), "predictor": modules["world_model"].init(k_pred)}
+    params["critic"] = modules["critic"].init(k_critic) if modules["critic"] is not None else None
+    model_tx, critic_tx = _optimizers(cfg)
+    model_params = {"encoder": params["encoder"], "predictor": params["predictor"]}
+    return Learner(params=params, target_encoder=params["encoder"], target_critic=params["critic"],
+                   model_opt=model_tx.init(model_params), critic_opt=critic_tx.init(params["critic"]),
+                   key=k_next, step=jnp.zeros((), jnp.int32))
+
+
+def _model_update(cfg: ExperimentConfig, modules: dict, learner: Learner, batch: UpdateBatch, key: jax.Array):
+    tx, _ = _optimizers(cfg)
+    model_params = {"encoder": learner.params["encoder"], "predictor": learner.params["predictor"]}
+
+    def loss_fn(p):
+        return world_model.jepa_loss(p, learner.target_encoder, batch.obs, batch.action, batch.mask, key,
+                                     modules["perception"], modules["world_model"], cfg.world_model)
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(model_params)
+    updates, opt_state = tx.update(grads, learner.model_opt, model_params)
+    model_params = optax.apply_updates(model_params, updates)
+    metrics["model_grad_norm"] = optax.global_norm(grads)
+    target = perception.ema_update(learner.target_encoder, model_params["encoder"], cfg.world_model.ema_tau)
+    return model_params, opt_state, target, metrics
+
+
+def _critic_update(cfg: ExperimentConfig, modules: dict, learner: Learner, encoder, batch: UpdateBatch):
+    _, tx = _optimizers(cfg)
+    critic, c = modules["critic"], cfg.critic
+    enc = modules["perception"].encode
+    z, z_next, goal = (jax.lax.stop_gradient(enc(encoder, x)) for x in
+                       (batch.pair_obs, batch.pair_next_obs, batch.pair_goal))
+
+    def loss_fn(p):
+        return cost.critic_loss(p, learner.target_critic, critic, z, z_next, goal, batch.pair_at_goal, c.gamma,
+                                c.expectile)
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(learner.params["critic"])
+    updates, opt_state = tx.update(grads, learner.critic_opt, learner.params["critic"])
+    params = optax.apply_updates(learner.params["critic"], updates)
+    target = perception.ema_update(learner.target_critic, params, c.target_tau)
+    return params, opt_state, target, metrics
+
+
+def update(cfg: ExperimentConfig, modules: dict, state: AgentState, batch: UpdateBatch) -> tuple[AgentState, dict]:
+    """One gradient step of the world model (JEPA loss) and, if enabled, of the critic."""
+    learner = state.learner
+    key, k_model = jax.random.split(learner.key)
+    model_params, model_opt, target_encoder, metrics = _model_update(cfg, modules, learner, batch, k_model)
+    critic_params, critic_opt, target_critic = learner.params["critic"], learner.critic_opt, learner.target_critic
+    if modules["critic"] is not None:
+        critic_params, critic_opt, target_critic, critic_metrics = _critic_update(
+            cfg, modules, learner, model_params["encoder"], batch)
+        metrics.update(critic_metrics)
+    params = {**model_params, "critic": critic_params}
+    learner = Learner(params, target_encoder, target_critic, model_opt, critic_opt, key, learner.step + 1)
+    return state._replace(learner=learner), metrics
+
+
+def plan_batch(modules: dict, params: dict, z0: jax.Array, goal: jax.Array, init: jax.Array, key: jax.Array):
+    """Plans for a batch: `z0, goal [N, D]`, warm starts `init [N, H, A]` -> `PlanResult [N]`."""
+    planner, energy = modules["planner"], modules["energy"]
+
+    def one(z0_i, goal_i, init_i, key_i):
+        return planner.optimize(lambda a: energy(params, z0_i, goal_i, a), key_i, init_i)
+
+    keys = jax.random.split(key, z0.shape[0])
+    return jax.vmap(one)(z0, goal, init, keys)
+
+
+def act(cfg: ExperimentConfig, modules: dict, state: AgentState, obs: jax.Array, goal: jax.Array, key: jax.Array,
+        plan_fn: Callable | None = None, context: Any = None):
+    """Receding-horizon MPC for a batch: `obs, goal [N, *obs_shape]` -> `(state, action [N, A], info)`.
+
+    `plan_fn(params, z [N, D], goal [N, D], init [N, H, A], key, context) -> PlanResult [N]`
+    replaces planning over the learned model (e.g. the ground-truth twin plans over the true
+    simulator, passing the env states as `context`).
+    """
+    encode = modules["perception"].encode
+    if plan_fn is None:
+        def plan_fn(params, z, g, init, key, context):
+            return plan_batch(modules, params, z, g, init, key)
+    params = state.learner.params
+    z, g = encode(params["encoder"], obs), encode(params["encoder"], goal)
+    n = z.shape[0]
+
+    def replan(mem: memory.Memory):
+        init = jax.vmap(memory.read_warm_start)(mem)
+        result = plan_fn(params, z, g, init, key, context)
+        return jax.vmap(memory.store_plan)(mem, result.actions), result.energy
+
+    def keep(mem: memory.Memory):
+        return mem, jnp.full((n,), jnp.nan, jnp.float32)
+
+    now = state.clock % cfg.planner.replan_every == 0
+    mem, plan_energy = jax.lax.cond(now, replan, keep, state.memory)
+    action = jax.vmap(memory.read_warm_start)(mem)[:, 0]
+    mem = jax.vmap(memory.update)(mem, z, action)
+    info = {"replanned": now, "plan_energy": plan_energy}
+    return AgentState(state.learner, mem, state.clock + 1), action, info
+
+
+def init(cfg: ExperimentConfig, modules: dict, key: jax.Array, num_envs: int) -> AgentState:
+    """A fresh agent: initial parameters and optimisers, and `num_envs` empty memories."""
+    learner = _init_learner(cfg, modules, key)
+    return AgentState(learner, empty_memory(cfg, modules, num_envs), jnp.zeros((), jnp.int32))
+
+
+def empty_memory(cfg: ExperimentConfig, modules: dict, num_envs: int) -> memory.Memory:
+    """`num_envs` fresh short-term memories (batched on the leading axis)."""
+    planner = modules["planner"]
+    one = memory.init(planner.horizon, planner.action_size, cfg.perception.latent_size)
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_envs, *x.shape)), one)
+
+
+def make_agent(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size: int) -> Agent:
+    """The agent for a resolved config (`ami.configurator.resolve`)."""
+    modules = make_modules(cfg, tuple(obs_shape), action_size)
+
+    def _plan(params, z0, goal, init_plan, key):
+        return plan_batch(modules, params, z0, goal, init_plan, key)
+
+    return Agent(
+        init=lambda key, num_envs: init(cfg, modules, key, num_envs),
+        act=lambda state, obs, goal, key, plan_fn=None, context=None: act(cfg, modules, state, obs, goal, key,
+                                                                          plan_fn, context),
+        update=lambda state, batch: update(cfg, modules, state, batch),
+        plan=_plan,
+        modules=modules,
+    )

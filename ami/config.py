@@ -1,0 +1,197 @@
+"""Experiment configuration: one frozen dataclass per component, loaded from YAML.
+
+`load_experiment(path, overrides)` reads `experiments/*.yaml`, applies dotted overrides
+(`planner.horizon=40`, `env.name=pkg.mod:factory`) and validates everything (unknown keys,
+wrong types, impossible values) before anything compiles, naming the key. Fields left
+`None` are chosen by the configurator (`ami.configurator.resolve`), which returns a new,
+complete config; the resolved config is what a run saves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from ami import configlib
+from ami.configlib import ConfigError, check
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """Which environment and how it is wrapped (see `envs.make`)."""
+
+    name: str = "two_rooms"
+    episode_length: int | None = None
+    action_repeat: int | None = None
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        check(bool(self.name), "name", "must be a non-empty env name")
+        check(self.episode_length is None or self.episode_length >= 1, "episode_length", "must be >= 1")
+        check(self.action_repeat is None or self.action_repeat >= 1, "action_repeat", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Offline data collection by an exploration policy with smooth random actions.
+
+    Actions follow `a_t = clip(beta a_{t-1} + sqrt(1 - beta^2) eps_t)`, eps ~ N(0, I).
+    """
+
+    num_envs: int = 256
+    steps_per_env: int = 400
+    smoothing: float = 0.8
+    max_replay_mb: float = 2048.0
+
+    def validate(self) -> None:
+        check(self.num_envs >= 1, "num_envs", "must be >= 1")
+        check(self.steps_per_env >= 2, "steps_per_env", "must be >= 2")
+        check(0.0 <= self.smoothing < 1.0, "smoothing", "must be in [0, 1)")
+        check(self.max_replay_mb > 0, "max_replay_mb", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class PerceptionConfig:
+    latent_size: int = 16
+    hidden: tuple[int, ...] = (128, 128)
+    activation: str = "mish"
+
+    def validate(self) -> None:
+        check(self.latent_size >= 1, "latent_size", "must be >= 1")
+        check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelConfig:
+    """JEPA predictor and its loss; see `ami.world_model`."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    activation: str = "mish"
+    prediction_horizon: int = 8
+    anti_collapse: Literal["vicreg", "sigreg", "ema", "none"] = "vicreg"
+    variance_weight: float = 1.0
+    covariance_weight: float = 0.04
+    sigreg_weight: float = 1.0
+    ema_tau: float = 0.99
+    inverse_weight: float = 0.0
+
+    def validate(self) -> None:
+        check(self.prediction_horizon >= 1, "prediction_horizon", "must be >= 1")
+        check(0.0 <= self.ema_tau < 1.0, "ema_tau", "must be in [0, 1)")
+        for name in ("variance_weight", "covariance_weight", "sigreg_weight", "inverse_weight"):
+            check(getattr(self, name) >= 0.0, name, "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticConfig:
+    """Goal-conditioned cost-to-go fitted by expectile TD with hindsight goals (`ami.cost`)."""
+
+    enabled: bool = True
+    hidden: tuple[int, ...] = (256, 256)
+    gamma: float = 0.98
+    expectile: float = 0.1
+    target_tau: float = 0.995
+    max_goal_offset: int = 100
+    random_goal_fraction: float = 0.3
+    batch_size: int = 512
+
+    def validate(self) -> None:
+        check(0.0 < self.gamma < 1.0, "gamma", "must be in (0, 1)")
+        check(0.0 < self.expectile < 1.0, "expectile", "must be in (0, 1)")
+        check(0.0 <= self.target_tau < 1.0, "target_tau", "must be in [0, 1)")
+        check(self.max_goal_offset >= 1, "max_goal_offset", "must be >= 1")
+        check(0.0 <= self.random_goal_fraction <= 1.0, "random_goal_fraction", "must be in [0, 1]")
+        check(self.batch_size >= 2, "batch_size", "must be >= 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class CostConfig:
+    """Weights of the energy (`ami.cost`); None: chosen by the configurator."""
+
+    goal_weight: float | None = None
+    critic_weight: float | None = None
+    action_weight: float = 0.0
+    terminal: bool = True
+
+    def validate(self) -> None:
+        for name in ("goal_weight", "critic_weight", "action_weight"):
+            value = getattr(self, name)
+            check(value is None or value >= 0.0, name, "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerConfig:
+    """The actor's planner and receding-horizon control; None: chosen by the configurator."""
+
+    name: str = "gradient"
+    horizon: int | None = None
+    iterations: int | None = None
+    restarts: int | None = None
+    learning_rate: float | None = None
+    replan_every: int | None = None
+    init: Literal["uniform", "constant", "zeros"] = "constant"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in ("horizon", "iterations", "restarts", "replan_every"):
+            value = getattr(self, name)
+            check(value is None or value >= 1, name, "must be >= 1")
+        check(self.learning_rate is None or self.learning_rate > 0, "learning_rate", "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """World-model and critic updates, run in jitted chunks of `chunk` updates."""
+
+    updates: int = 10000
+    batch_size: int = 256
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    chunk: int = 500
+
+    def validate(self) -> None:
+        check(self.updates >= 1, "updates", "must be >= 1")
+        check(self.batch_size >= 2, "batch_size", "must be >= 2")
+        check(self.learning_rate > 0, "learning_rate", "must be > 0")
+        check(self.chunk >= 1, "chunk", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation by planning: all episodes batched, a fixed seed."""
+
+    episodes: int = 200
+    seed: int = 12345
+    baselines: bool = True
+    budget: Literal["small", "medium", "large"] = "medium"
+
+    def validate(self) -> None:
+        check(self.episodes >= 1, "episodes", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: what `ami train CONFIG` runs."""
+
+    seed: int = 0
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    perception: PerceptionConfig = dataclasses.field(default_factory=PerceptionConfig)
+    world_model: WorldModelConfig = dataclasses.field(default_factory=WorldModelConfig)
+    critic: CriticConfig = dataclasses.field(default_factory=CriticConfig)
+    cost: CostConfig = dataclasses.field(default_factory=CostConfig)
+    planner: PlannerConfig = dataclasses.field(default_factory=PlannerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+
+def load_experiment(path_or_mapping, overrides=()) -> ExperimentConfig:
+    """Loads and validates an experiment (YAML path or mapping) with dotted overrides."""
+    return configlib.load(ExperimentConfig, path_or_mapping, overrides)
+
+
+__all__ = [
+    "ConfigError", "CostConfig", "CriticConfig", "DataConfig", "EnvConfig", "EvalConfig", "ExperimentConfig",
+    "PerceptionConfig", "PlannerConfig", "TrainConfig", "WorldModelConfig", "load_experiment",
+]

@@ -1,0 +1,57 @@
+"""Configurator: from the task to the other modules' settings.
+
+`resolve(cfg, task)` fills every `None` in the experiment config and returns a new,
+complete config (the original is never changed; every value set in the experiment file
+or on the command line is kept as given). The rule it applies:
+
+* Planning horizon H: a goal task plans over a window long enough to make progress
+  the critic can see, `H = clip(episode_length // 6, 8, 32)`; with the critic off the
+  energy is only the latent goal distance, so the plan must reach the goal itself:
+  `H = clip(episode_length // 2, 16, 64)`.
+* Re-planning: every `max(1, H // 4)` steps (receding horizon, warm-started).
+* Compute budget (`eval.budget`): `small`, `medium`, `large` give restarts 4 / 8 / 16
+  and Adam iterations 16 / 30 / 50, learning rate 0.3 (in half-ranges of the bounds).
+* Cost weights: with the critic, the energy is the critic's cost-to-go at the end of
+  the imagined horizon plus the latent goal distance weighted 0.1 (a tie-breaker near
+  the goal); without it, the latent goal distance alone (weight 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+from ami.config import ExperimentConfig
+
+BUDGETS = {"small": (4, 16), "medium": (8, 30), "large": (16, 50)}
+
+
+class Task(NamedTuple):
+    """What the configurator needs to know about the task."""
+
+    goal_conditioned: bool
+    action_size: int
+    episode_length: int
+
+
+def _fill(section, **choices):
+    """`section` with each `None` field replaced by its choice."""
+    updates = {k: v for k, v in choices.items() if getattr(section, k) is None}
+    return dataclasses.replace(section, **updates)
+
+
+def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
+    """The complete config for `task`: every `None` chosen by the rule in the module docstring."""
+    if not task.goal_conditioned:
+        raise ValueError(f"env {cfg.env.name!r} is not goal-conditioned; the goal-reaching agent needs "
+                         "state.info['goal_obs'] (see README: your own environment)")
+    critic = cfg.critic.enabled
+    horizon = cfg.planner.horizon
+    if horizon is None:
+        horizon = min(max(task.episode_length // 6, 8), 32) if critic else min(max(task.episode_length // 2, 16), 64)
+    restarts, iterations = BUDGETS[cfg.eval.budget]
+    planner = _fill(cfg.planner, horizon=horizon, replan_every=max(1, horizon // 4), restarts=restarts,
+                    iterations=iterations, learning_rate=0.3)
+    cost = _fill(cfg.cost, goal_weight=0.1 if critic else 1.0, critic_weight=1.0 if critic else 0.0)
+    env = _fill(cfg.env, episode_length=task.episode_length)
+    return dataclasses.replace(cfg, planner=planner, cost=cost, env=env)

@@ -1,0 +1,97 @@
+"""Cost: the intrinsic goal energy and a trainable goal-conditioned critic (cost-to-go).
+
+Energy of an action sequence `a [H, A]` from latent `z0 [D]` towards goal latent `g [D]`:
+
+    z_{1..H} = world_model.rollout(z0, a)
+    E(a) = w_goal * sum_t c_t ||z_t - g||^2 / D  +  w_action * mean_t ||a_t||^2  +  w_critic * C(z_H, g)
+
+with `c_t` = 1 at t = H only (`terminal`) or uniform 1/H (`sum`). The critic `C(z, g)` is a
+learned number of steps to go, fitted on offline data by goal-conditioned temporal
+differences with hindsight goals (GCIVL-style, distance form):
+
+    target = 0                                   if g is the observation at t (k = 0)
+             1 + gamma * C_target(z_{t+1}, g)    otherwise
+
+regressed with a low expectile `tau` (< 0.5) so that C tracks the shortest observed way
+to the goal rather than the behaviour policy's average. `C` lies in [0, 1/(1-gamma)).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ami import nn
+
+Params = nn.Params
+
+
+class Critic(NamedTuple):
+    """`init(key) -> params`; `apply(params, z [..., D], g [..., D]) -> steps to go [...]`."""
+
+    init: Callable[[jax.Array], Params]
+    apply: Callable[[Params, jax.Array, jax.Array], jax.Array]
+
+
+def make_critic(latent_size: int, hidden: Sequence[int] = (256, 256), activation: str = "mish") -> Critic:
+    """A goal-conditioned cost-to-go `C(z, g) >= 0` (softplus output)."""
+    net = nn.mlp(hidden, 1, activation=activation, layer_norm=True)
+
+    def init(key: jax.Array) -> Params:
+        return net.init(key, jnp.zeros(2 * latent_size, jnp.float32))
+
+    def apply(params: Params, z: jax.Array, g: jax.Array) -> jax.Array:
+        return jax.nn.softplus(net.apply(params, jnp.concatenate([z, g], axis=-1))[..., 0])
+
+    return Critic(init, apply)
+
+
+def expectile_loss(diff: jax.Array, tau: float) -> jax.Array:
+    """`|tau - 1(diff < 0)| * diff^2` with `diff = target - prediction` (elementwise)."""
+    return jnp.abs(tau - (diff < 0).astype(diff.dtype)) * diff**2
+
+
+def critic_loss(params: Params, target_params: Params, critic: Critic, z: jax.Array, z_next: jax.Array,
+                goal: jax.Array, at_goal: jax.Array, gamma: float, tau: float) -> tuple[jax.Array, dict]:
+    """TD loss of the cost-to-go on transitions `z [B, D] -> z_next [B, D]` towards `goal [B, D]`.
+
+    `at_goal [B]` is 1.0 where the goal is the observation at t itself (target 0).
+    """
+    bootstrap = 1.0 + gamma * critic.apply(target_params, z_next, goal)
+    target = jax.lax.stop_gradient(jnp.where(at_goal > 0, 0.0, bootstrap))
+    pred = critic.apply(params, z, goal)
+    loss = jnp.mean(expectile_loss(target - pred, tau))
+    return loss, {"critic_loss": loss, "critic_mean": jnp.mean(pred), "critic_max": jnp.max(pred)}
+
+
+class EnergyWeights(NamedTuple):
+    """Weights of the energy's terms; `terminal` picks the goal term's time weighting."""
+
+    goal: float = 1.0
+    action: float = 0.0
+    critic: float = 0.0
+    terminal: bool = True
+
+
+def goal_energy(z: jax.Array, goal: jax.Array, actions: jax.Array, critic_value: jax.Array,
+                w: EnergyWeights) -> jax.Array:
+    """Energy of a latent trajectory `z [H, D]` against `goal [D]` given `actions [H, A]`."""
+    dist = jnp.sum((z - goal) ** 2, axis=-1) / z.shape[-1]  # [H]
+    goal_term = dist[-1] if w.terminal else jnp.mean(dist)
+    return w.goal * goal_term + w.action * jnp.mean(jnp.sum(actions**2, -1)) + w.critic * critic_value
+
+
+def make_energy(world_model, critic: Critic | None, w: EnergyWeights):
+    """`energy(params, z0 [D], goal [D], actions [H, A]) -> scalar` over the learned model.
+
+    `params` holds `"predictor"` and, when the critic weight is non-zero, `"critic"`.
+    """
+
+    def energy(params: dict, z0: jax.Array, goal: jax.Array, actions: jax.Array) -> jax.Array:
+        z = world_model.rollout(params["predictor"], z0, actions)
+        value = critic.apply(params["critic"], z[-1], goal) if (critic is not None and w.critic) else 0.0
+        return goal_energy(z, goal, actions, value, w)
+
+    return energy

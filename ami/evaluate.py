@@ -1,0 +1,89 @@
+"""Evaluation by planning: every episode batched in one jitted `lax.scan`.
+
+For a goal task the success rate counts an episode as solved when the agent comes within
+the task's success radius of the goal at any step (as if the episode ended on success).
+Three controllers run on the same start/goal pairs (same evaluation key):
+
+* `learned`: the agent's planner over the learned JEPA world model;
+* `true_dynamics` (the ground-truth twin): the same planner and the same energy, but the
+  latent trajectory comes from rolling out the true simulator and encoding its observations,
+  so the gap to `learned` is the world model's fault alone;
+* `random`: uniform random actions.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+import envs
+from ami import cost
+from ami.agent import Agent, AgentState, empty_memory
+
+
+def twin_plan_fn(agent: Agent, env: envs.Env):
+    """A `plan_fn` for `agent.act` that plans over `env`'s true dynamics (context: env states `[N]`)."""
+    modules = agent.modules
+    planner, critic, encode = modules["planner"], modules["critic"], modules["perception"].encode
+    weights = modules["energy_weights"]
+
+    def energy(params, env_state, goal, actions):
+        def step(s, a):
+            nxt = env.step(s, a)
+            return nxt, nxt.obs
+
+        obs = jax.lax.scan(step, env_state, actions)[1]
+        z = encode(params["encoder"], obs)
+        value = critic.apply(params["critic"], z[-1], goal) if (critic is not None and weights.critic) else 0.0
+        return cost.goal_energy(z, goal, actions, value, weights)
+
+    def plan_fn(params, z, g, init, key, env_states):
+        def one(s, g_i, init_i, k):
+            return planner.optimize(partial(energy, params, s, g_i), k, init_i)
+
+        return jax.vmap(one)(env_states, g, init, jax.random.split(key, z.shape[0]))
+
+    return plan_fn
+
+
+def run_episodes(agent: Agent, agent_state: AgentState, env: envs.Env, key: jax.Array, num_episodes: int,
+                 num_steps: int, controller: str) -> dict:
+    """Runs `num_episodes` batched episodes of `num_steps`; returns success rate and final distance."""
+    k_reset, k_run = jax.random.split(key)
+    states = jax.vmap(env.reset)(jax.random.split(k_reset, num_episodes))
+    memory = empty_memory(agent.modules["cfg"], agent.modules, num_episodes)
+    agent_state = AgentState(agent_state.learner, memory, jnp.zeros((), jnp.int32))
+    plan_fn = twin_plan_fn(agent, env) if controller == "true_dynamics" else None
+
+    def body(carry, key_t):
+        agent_state, states, reached = carry
+        if controller == "random":
+            action = jax.random.uniform(key_t, (num_episodes, env.action_size), minval=-1.0, maxval=1.0)
+        else:
+            context = states if controller == "true_dynamics" else None
+            agent_state, action, _ = agent.act(agent_state, states.obs, states.info[envs.GOAL_OBS], key_t,
+                                               plan_fn=plan_fn, context=context)
+        states = jax.vmap(env.step)(states, action)
+        reached = jnp.maximum(reached, states.metrics[envs.SUCCESS])
+        return (agent_state, states, reached), None
+
+    start = (agent_state, states, jnp.zeros((num_episodes,), jnp.float32))
+    (_, states, reached), _ = jax.lax.scan(body, start, jax.random.split(k_run, num_steps))
+    return {"success_rate": jnp.mean(reached), "final_distance": jnp.mean(states.metrics.get("distance", 0.0))}
+
+
+CONTROLLERS = ("learned", "true_dynamics", "random")
+
+
+def evaluate(agent: Agent, agent_state: AgentState, env: envs.Env, key: jax.Array, num_episodes: int,
+             num_steps: int, controllers=CONTROLLERS) -> dict:
+    """Success rate (and mean final distance) per controller on the same episodes."""
+    results = {}
+    for controller in controllers:
+        run = jax.jit(partial(run_episodes, agent, env=env, num_episodes=num_episodes, num_steps=num_steps,
+                              controller=controller))
+        out = run(agent_state, key=key)
+        results[controller] = {k: float(v) for k, v in out.items()}
+    return results

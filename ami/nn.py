@@ -1,0 +1,88 @@
+"""Networks: the only module that imports Flax.
+
+Every network is an `(init, apply)` record of pure functions over a parameter pytree, so
+the rest of ami uses plain `jax.jit` / `vmap` / `grad` and never sees a Flax object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = Any
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "silu": nn.silu,
+    "tanh": jnp.tanh,
+    "elu": nn.elu,
+    "mish": lambda x: x * jnp.tanh(nn.softplus(x)),
+}
+
+
+class Network(NamedTuple):
+    """`init(key, x) -> params`; `apply(params, x) -> y`, batched over leading axes of `x`."""
+
+    init: Callable[[jax.Array, jax.Array], Params]
+    apply: Callable[[Params, jax.Array], jax.Array]
+
+
+class _MLP(nn.Module):
+    hidden: Sequence[int]
+    out: int
+    activation: str
+    layer_norm: bool
+
+    @nn.compact
+    def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
+        for width in self.hidden:
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+        return nn.Dense(self.out)(x)
+
+
+class _CNN(nn.Module):
+    channels: Sequence[int]
+    out: int
+    activation: str
+
+    @nn.compact
+    def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
+        lead = x.shape[:-3]
+        x = x.reshape((-1, *x.shape[-3:]))
+        for c in self.channels:
+            x = act(nn.Conv(c, (3, 3), strides=(2, 2))(x))
+        x = x.reshape((x.shape[0], -1))
+        return nn.Dense(self.out)(x).reshape((*lead, self.out))
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
+
+
+def mlp(hidden: Sequence[int], out: int, activation: str = "mish", layer_norm: bool = True) -> Network:
+    """A multilayer perceptron `[..., I] -> [..., out]` (Dense, optional LayerNorm, activation)."""
+    _check_activation(activation)
+    module = _MLP(tuple(hidden), int(out), activation, bool(layer_norm))
+    return Network(init=lambda key, x: module.init(key, x)["params"], apply=lambda p, x: module.apply({"params": p}, x))
+
+
+def cnn(channels: Sequence[int], out: int, activation: str = "relu") -> Network:
+    """A small convolutional encoder `[..., H, W, C] -> [..., out]` (stride-2 3x3 convolutions)."""
+    _check_activation(activation)
+    module = _CNN(tuple(channels), int(out), activation)
+    return Network(init=lambda key, x: module.init(key, x)["params"], apply=lambda p, x: module.apply({"params": p}, x))
+
+
+def num_params(params: Params) -> int:
+    """Total number of scalars in a parameter pytree."""
+    return int(sum(x.size for x in jax.tree.leaves(params)))
