@@ -14,7 +14,9 @@ All environments re-plan on the same calls (one `lax.cond` on the shared clock),
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -67,8 +69,12 @@ class Agent(NamedTuple):
 
 
 def energy_weights(cfg: ExperimentConfig) -> cost.EnergyWeights:
-    return cost.EnergyWeights(goal=cfg.cost.goal_weight, action=cfg.cost.action_weight,
-                              critic=cfg.cost.critic_weight if cfg.critic.enabled else 0.0, terminal=cfg.cost.terminal)
+    return cost.EnergyWeights(
+        goal=cfg.cost.goal_weight,
+        action=cfg.cost.action_weight,
+        critic=cfg.cost.critic_weight if cfg.critic.enabled else 0.0,
+        terminal=cfg.cost.terminal,
+    )
 
 
 def make_modules(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size: int) -> dict:
@@ -77,12 +83,20 @@ def make_modules(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size:
     modules = {
         "perception": perception.make_perception(obs_shape, p.latent_size, p.hidden, p.activation),
         "world_model": world_model.make_world_model(p.latent_size, action_size, w.hidden, w.activation),
-        "critic": cost.make_critic(p.latent_size, cfg.critic.hidden) if cfg.critic.enabled else None,
+        "critic": cost.make_critic(p.latent_size, cfg.critic.hidden, kind=cfg.critic.kind)
+        if cfg.critic.enabled
+        else None,
     }
-    planner_options = {"iterations": cfg.planner.iterations, "restarts": cfg.planner.restarts,
-                       "learning_rate": cfg.planner.learning_rate, "init": cfg.planner.init, **cfg.planner.options}
-    modules["planner"] = make_planner(cfg.planner.name, horizon=cfg.planner.horizon, action_size=action_size,
-                                      **planner_options)
+    planner_options = {
+        "iterations": cfg.planner.iterations,
+        "restarts": cfg.planner.restarts,
+        "learning_rate": cfg.planner.learning_rate,
+        "init": cfg.planner.init,
+        **cfg.planner.options,
+    }
+    modules["planner"] = make_planner(
+        cfg.planner.name, horizon=cfg.planner.horizon, action_size=action_size, **planner_options
+    )
     modules["energy_weights"] = energy_weights(cfg)
     modules["energy"] = cost.make_energy(modules["world_model"], modules["critic"], modules["energy_weights"])
     modules["cfg"] = cfg
@@ -93,7 +107,9 @@ def _optimizers(cfg: ExperimentConfig) -> tuple[optax.GradientTransformation, op
     t = cfg.train
 
     def make():
-        return optax.chain(optax.clip_by_global_norm(t.grad_clip), optax.adamw(t.learning_rate, weight_decay=t.weight_decay))
+        return optax.chain(
+            optax.clip_by_global_norm(t.grad_clip), optax.adamw(t.learning_rate, weight_decay=t.weight_decay)
+        )
 
     return make(), make()
 
@@ -104,9 +120,16 @@ def _init_learner(cfg: ExperimentConfig, modules: dict, key: jax.Array) -> Learn
     params["critic"] = modules["critic"].init(k_critic) if modules["critic"] is not None else None
     model_tx, critic_tx = _optimizers(cfg)
     model_params = {"encoder": params["encoder"], "predictor": params["predictor"]}
-    return Learner(params=params, target_encoder=params["encoder"], target_critic=params["critic"],
-                   model_opt=model_tx.init(model_params), critic_opt=critic_tx.init(params["critic"]),
-                   key=k_next, step=jnp.zeros((), jnp.int32))
+    copy = partial(jax.tree.map, jnp.copy)  # targets start equal but own their buffers (donation)
+    return Learner(
+        params=params,
+        target_encoder=copy(params["encoder"]),
+        target_critic=copy(params["critic"]),
+        model_opt=model_tx.init(model_params),
+        critic_opt=critic_tx.init(params["critic"]),
+        key=k_next,
+        step=jnp.zeros((), jnp.int32),
+    )
 
 
 def _model_update(cfg: ExperimentConfig, modules: dict, learner: Learner, batch: UpdateBatch, key: jax.Array):
@@ -114,8 +137,17 @@ def _model_update(cfg: ExperimentConfig, modules: dict, learner: Learner, batch:
     model_params = {"encoder": learner.params["encoder"], "predictor": learner.params["predictor"]}
 
     def loss_fn(p):
-        return world_model.jepa_loss(p, learner.target_encoder, batch.obs, batch.action, batch.mask, key,
-                                     modules["perception"], modules["world_model"], cfg.world_model)
+        return world_model.jepa_loss(
+            p,
+            learner.target_encoder,
+            batch.obs,
+            batch.action,
+            batch.mask,
+            key,
+            modules["perception"],
+            modules["world_model"],
+            cfg.world_model,
+        )
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(model_params)
     updates, opt_state = tx.update(grads, learner.model_opt, model_params)
@@ -129,12 +161,14 @@ def _critic_update(cfg: ExperimentConfig, modules: dict, learner: Learner, encod
     _, tx = _optimizers(cfg)
     critic, c = modules["critic"], cfg.critic
     enc = modules["perception"].encode
-    z, z_next, goal = (jax.lax.stop_gradient(enc(encoder, x)) for x in
-                       (batch.pair_obs, batch.pair_next_obs, batch.pair_goal))
+    z, z_next, goal = (
+        jax.lax.stop_gradient(enc(encoder, x)) for x in (batch.pair_obs, batch.pair_next_obs, batch.pair_goal)
+    )
 
     def loss_fn(p):
-        return cost.critic_loss(p, learner.target_critic, critic, z, z_next, goal, batch.pair_at_goal, c.gamma,
-                                c.expectile)
+        return cost.critic_loss(
+            p, learner.target_critic, critic, z, z_next, goal, batch.pair_at_goal, c.gamma, c.expectile
+        )
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(learner.params["critic"])
     updates, opt_state = tx.update(grads, learner.critic_opt, learner.params["critic"])
@@ -151,7 +185,8 @@ def update(cfg: ExperimentConfig, modules: dict, state: AgentState, batch: Updat
     critic_params, critic_opt, target_critic = learner.params["critic"], learner.critic_opt, learner.target_critic
     if modules["critic"] is not None:
         critic_params, critic_opt, target_critic, critic_metrics = _critic_update(
-            cfg, modules, learner, model_params["encoder"], batch)
+            cfg, modules, learner, model_params["encoder"], batch
+        )
         metrics.update(critic_metrics)
     params = {**model_params, "critic": critic_params}
     learner = Learner(params, target_encoder, target_critic, model_opt, critic_opt, key, learner.step + 1)
@@ -169,8 +204,16 @@ def plan_batch(modules: dict, params: dict, z0: jax.Array, goal: jax.Array, init
     return jax.vmap(one)(z0, goal, init, keys)
 
 
-def act(cfg: ExperimentConfig, modules: dict, state: AgentState, obs: jax.Array, goal: jax.Array, key: jax.Array,
-        plan_fn: Callable | None = None, context: Any = None):
+def act(
+    cfg: ExperimentConfig,
+    modules: dict,
+    state: AgentState,
+    obs: jax.Array,
+    goal: jax.Array,
+    key: jax.Array,
+    plan_fn: Callable | None = None,
+    context: Any = None,
+):
     """Receding-horizon MPC for a batch: `obs, goal [N, *obs_shape]` -> `(state, action [N, A], info)`.
 
     `plan_fn(params, z [N, D], goal [N, D], init [N, H, A], key, context) -> PlanResult [N]`
@@ -179,8 +222,10 @@ def act(cfg: ExperimentConfig, modules: dict, state: AgentState, obs: jax.Array,
     """
     encode = modules["perception"].encode
     if plan_fn is None:
+
         def plan_fn(params, z, g, init, key, context):
             return plan_batch(modules, params, z, g, init, key)
+
     params = state.learner.params
     z, g = encode(params["encoder"], obs), encode(params["encoder"], goal)
     n = z.shape[0]
@@ -223,8 +268,9 @@ def make_agent(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size: i
 
     return Agent(
         init=lambda key, num_envs: init(cfg, modules, key, num_envs),
-        act=lambda state, obs, goal, key, plan_fn=None, context=None: act(cfg, modules, state, obs, goal, key,
-                                                                          plan_fn, context),
+        act=lambda state, obs, goal, key, plan_fn=None, context=None: act(
+            cfg, modules, state, obs, goal, key, plan_fn, context
+        ),
         update=lambda state, batch: update(cfg, modules, state, batch),
         plan=_plan,
         modules=modules,

@@ -87,6 +87,7 @@ class CriticConfig:
     """Goal-conditioned cost-to-go fitted by expectile TD with hindsight goals (`ami.cost`)."""
 
     enabled: bool = True
+    kind: Literal["metric", "mlp"] = "metric"
     hidden: tuple[int, ...] = (256, 256)
     gamma: float = 0.98
     expectile: float = 0.1
@@ -111,7 +112,7 @@ class CostConfig:
     goal_weight: float | None = None
     critic_weight: float | None = None
     action_weight: float = 0.0
-    terminal: bool = True
+    terminal: bool | None = None
 
     def validate(self) -> None:
         for name in ("goal_weight", "critic_weight", "action_weight"):
@@ -192,6 +193,16 @@ def load_experiment(path_or_mapping, overrides=()) -> ExperimentConfig:
 
 
 __all__ = [
-    "ConfigError", "CostConfig", "CriticConfig", "DataConfig", "EnvConfig", "EvalConfig", "ExperimentConfig",
-    "PerceptionConfig", "PlannerConfig", "TrainConfig", "WorldModelConfig", "load_experiment",
+    "ConfigError",
+    "CostConfig",
+    "CriticConfig",
+    "DataConfig",
+    "EnvConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "PerceptionConfig",
+    "PlannerConfig",
+    "TrainConfig",
+    "WorldModelConfig",
+    "load_experiment",
 ]

@@ -11,9 +11,9 @@ or on the command line is kept as given). The rule it applies:
 * Re-planning: every `max(1, H // 4)` steps (receding horizon, warm-started).
 * Compute budget (`eval.budget`): `small`, `medium`, `large` give restarts 4 / 8 / 16
   and Adam iterations 16 / 30 / 50, learning rate 0.3 (in half-ranges of the bounds).
-* Cost weights: with the critic, the energy is the critic's cost-to-go at the end of
-  the imagined horizon plus the latent goal distance weighted 0.1 (a tie-breaker near
-  the goal); without it, the latent goal distance alone (weight 1).
+* Cost weights: with the critic, the energy is the critic's cost-to-go averaged over the
+  imagined states plus the latent goal distance weighted 0.1 (a tie-breaker near the
+  goal); without it, the latent goal distance of the last imagined state (weight 1).
 """
 
 from __future__ import annotations
@@ -43,15 +43,25 @@ def _fill(section, **choices):
 def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
     """The complete config for `task`: every `None` chosen by the rule in the module docstring."""
     if not task.goal_conditioned:
-        raise ValueError(f"env {cfg.env.name!r} is not goal-conditioned; the goal-reaching agent needs "
-                         "state.info['goal_obs'] (see README: your own environment)")
+        raise ValueError(
+            f"env {cfg.env.name!r} is not goal-conditioned; the goal-reaching agent needs "
+            "state.info['goal_obs'] (see README: your own environment)"
+        )
     critic = cfg.critic.enabled
     horizon = cfg.planner.horizon
     if horizon is None:
         horizon = min(max(task.episode_length // 6, 8), 32) if critic else min(max(task.episode_length // 2, 16), 64)
     restarts, iterations = BUDGETS[cfg.eval.budget]
-    planner = _fill(cfg.planner, horizon=horizon, replan_every=max(1, horizon // 4), restarts=restarts,
-                    iterations=iterations, learning_rate=0.3)
-    cost = _fill(cfg.cost, goal_weight=0.1 if critic else 1.0, critic_weight=1.0 if critic else 0.0)
+    planner = _fill(
+        cfg.planner,
+        horizon=horizon,
+        replan_every=max(1, horizon // 4),
+        restarts=restarts,
+        iterations=iterations,
+        learning_rate=0.3,
+    )
+    cost = _fill(
+        cfg.cost, goal_weight=0.1 if critic else 1.0, critic_weight=1.0 if critic else 0.0, terminal=not critic
+    )
     env = _fill(cfg.env, episode_length=task.episode_length)
     return dataclasses.replace(cfg, planner=planner, cost=cost, env=env)

@@ -3,9 +3,13 @@
 Energy of an action sequence `a [H, A]` from latent `z0 [D]` towards goal latent `g [D]`:
 
     z_{1..H} = world_model.rollout(z0, a)
-    E(a) = w_goal * sum_t c_t ||z_t - g||^2 / D  +  w_action * mean_t ||a_t||^2  +  w_critic * C(z_H, g)
+    E(a) = sum_t c_t (w_goal ||z_t - g||^2 / D  +  w_critic C(z_t, g))  +  w_action mean_t ||a_t||^2
 
-with `c_t` = 1 at t = H only (`terminal`) or uniform 1/H (`sum`). The critic `C(z, g)` is a
+with `c_t` = 1 at t = H only (`terminal`) or uniform 1/H over the horizon. Averaging the
+cost-to-go over the imagined states rewards getting closer early and keeps the gradient
+alive where the last state alone sits on a plateau (measured on Two-Rooms with the exact
+geodesic cost-to-go and true dynamics, H=16, 8 restarts: 88.5 % terminal, 100 % averaged;
+see benchmarks/RESULTS.md). The critic `C(z, g)` is a
 learned number of steps to go, fitted on offline data by goal-conditioned temporal
 differences with hindsight goals (GCIVL-style, distance form):
 
@@ -18,7 +22,8 @@ to the goal rather than the behaviour policy's average. `C` lies in [0, 1/(1-gam
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,15 +40,44 @@ class Critic(NamedTuple):
     apply: Callable[[Params, jax.Array, jax.Array], jax.Array]
 
 
-def make_critic(latent_size: int, hidden: Sequence[int] = (256, 256), activation: str = "mish") -> Critic:
-    """A goal-conditioned cost-to-go `C(z, g) >= 0` (softplus output)."""
+def make_critic(
+    latent_size: int,
+    hidden: Sequence[int] = (256, 256),
+    activation: str = "mish",
+    kind: str = "metric",
+    embed_size: int = 32,
+) -> Critic:
+    """A goal-conditioned cost-to-go `C(z, g) >= 0`.
+
+    `kind="metric"`: `C = ||psi(z) - psi(g)||` with an MLP embedding psi (a distance, so it is
+    symmetric and obeys the triangle inequality, as in Hilbert representations);
+    `kind="mlp"`: `C = softplus(MLP([z, g]))`.
+    """
+    if kind == "metric":
+        return _metric_critic(latent_size, hidden, activation, embed_size)
+    if kind != "mlp":
+        raise ValueError(f"critic kind must be 'metric' or 'mlp', got {kind!r}")
     net = nn.mlp(hidden, 1, activation=activation, layer_norm=True)
 
     def init(key: jax.Array) -> Params:
         return net.init(key, jnp.zeros(2 * latent_size, jnp.float32))
 
     def apply(params: Params, z: jax.Array, g: jax.Array) -> jax.Array:
+        z, g = jnp.broadcast_arrays(z, g)
         return jax.nn.softplus(net.apply(params, jnp.concatenate([z, g], axis=-1))[..., 0])
+
+    return Critic(init, apply)
+
+
+def _metric_critic(latent_size: int, hidden: Sequence[int], activation: str, embed_size: int) -> Critic:
+    psi = nn.mlp(hidden, embed_size, activation=activation, layer_norm=True)
+
+    def init(key: jax.Array) -> Params:
+        return psi.init(key, jnp.zeros(latent_size, jnp.float32))
+
+    def apply(params: Params, z: jax.Array, g: jax.Array) -> jax.Array:
+        diff = psi.apply(params, z) - psi.apply(params, g)
+        return jnp.sqrt(jnp.sum(diff**2, axis=-1) + 1e-6)
 
     return Critic(init, apply)
 
@@ -53,8 +87,17 @@ def expectile_loss(diff: jax.Array, tau: float) -> jax.Array:
     return jnp.abs(tau - (diff < 0).astype(diff.dtype)) * diff**2
 
 
-def critic_loss(params: Params, target_params: Params, critic: Critic, z: jax.Array, z_next: jax.Array,
-                goal: jax.Array, at_goal: jax.Array, gamma: float, tau: float) -> tuple[jax.Array, dict]:
+def critic_loss(
+    params: Params,
+    target_params: Params,
+    critic: Critic,
+    z: jax.Array,
+    z_next: jax.Array,
+    goal: jax.Array,
+    at_goal: jax.Array,
+    gamma: float,
+    tau: float,
+) -> tuple[jax.Array, dict]:
     """TD loss of the cost-to-go on transitions `z [B, D] -> z_next [B, D]` towards `goal [B, D]`.
 
     `at_goal [B]` is 1.0 where the goal is the observation at t itself (target 0).
@@ -75,12 +118,16 @@ class EnergyWeights(NamedTuple):
     terminal: bool = True
 
 
-def goal_energy(z: jax.Array, goal: jax.Array, actions: jax.Array, critic_value: jax.Array,
-                w: EnergyWeights) -> jax.Array:
-    """Energy of a latent trajectory `z [H, D]` against `goal [D]` given `actions [H, A]`."""
-    dist = jnp.sum((z - goal) ** 2, axis=-1) / z.shape[-1]  # [H]
-    goal_term = dist[-1] if w.terminal else jnp.mean(dist)
-    return w.goal * goal_term + w.action * jnp.mean(jnp.sum(actions**2, -1)) + w.critic * critic_value
+def goal_energy(
+    z: jax.Array, goal: jax.Array, actions: jax.Array, critic_value: jax.Array, w: EnergyWeights
+) -> jax.Array:
+    """Energy of a latent trajectory `z [H, D]` against `goal [D]` given `actions [H, A]`.
+
+    `critic_value` is the cost-to-go of each imagined state `[H]` (or 0.0 without critic).
+    """
+    per_step = w.goal * jnp.sum((z - goal) ** 2, axis=-1) / z.shape[-1] + w.critic * critic_value  # [H]
+    state_term = per_step[-1] if w.terminal else jnp.mean(per_step)
+    return state_term + w.action * jnp.mean(jnp.sum(actions**2, -1))
 
 
 def make_energy(world_model, critic: Critic | None, w: EnergyWeights):
@@ -91,7 +138,7 @@ def make_energy(world_model, critic: Critic | None, w: EnergyWeights):
 
     def energy(params: dict, z0: jax.Array, goal: jax.Array, actions: jax.Array) -> jax.Array:
         z = world_model.rollout(params["predictor"], z0, actions)
-        value = critic.apply(params["critic"], z[-1], goal) if (critic is not None and w.critic) else 0.0
+        value = critic.apply(params["critic"], z, goal) if (critic is not None and w.critic) else 0.0
         return goal_energy(z, goal, actions, value, w)
 
     return energy

@@ -36,7 +36,7 @@ def twin_plan_fn(agent: Agent, env: envs.Env):
 
         obs = jax.lax.scan(step, env_state, actions)[1]
         z = encode(params["encoder"], obs)
-        value = critic.apply(params["critic"], z[-1], goal) if (critic is not None and weights.critic) else 0.0
+        value = critic.apply(params["critic"], z, goal) if (critic is not None and weights.critic) else 0.0
         return cost.goal_energy(z, goal, actions, value, weights)
 
     def plan_fn(params, z, g, init, key, env_states):
@@ -48,8 +48,15 @@ def twin_plan_fn(agent: Agent, env: envs.Env):
     return plan_fn
 
 
-def run_episodes(agent: Agent, agent_state: AgentState, env: envs.Env, key: jax.Array, num_episodes: int,
-                 num_steps: int, controller: str) -> dict:
+def run_episodes(
+    agent: Agent,
+    agent_state: AgentState,
+    env: envs.Env,
+    key: jax.Array,
+    num_episodes: int,
+    num_steps: int,
+    controller: str,
+) -> dict:
     """Runs `num_episodes` batched episodes of `num_steps`; returns success rate and final distance."""
     k_reset, k_run = jax.random.split(key)
     states = jax.vmap(env.reset)(jax.random.split(k_reset, num_episodes))
@@ -63,8 +70,9 @@ def run_episodes(agent: Agent, agent_state: AgentState, env: envs.Env, key: jax.
             action = jax.random.uniform(key_t, (num_episodes, env.action_size), minval=-1.0, maxval=1.0)
         else:
             context = states if controller == "true_dynamics" else None
-            agent_state, action, _ = agent.act(agent_state, states.obs, states.info[envs.GOAL_OBS], key_t,
-                                               plan_fn=plan_fn, context=context)
+            agent_state, action, _ = agent.act(
+                agent_state, states.obs, states.info[envs.GOAL_OBS], key_t, plan_fn=plan_fn, context=context
+            )
         states = jax.vmap(env.step)(states, action)
         reached = jnp.maximum(reached, states.metrics[envs.SUCCESS])
         return (agent_state, states, reached), None
@@ -77,13 +85,21 @@ def run_episodes(agent: Agent, agent_state: AgentState, env: envs.Env, key: jax.
 CONTROLLERS = ("learned", "true_dynamics", "random")
 
 
-def evaluate(agent: Agent, agent_state: AgentState, env: envs.Env, key: jax.Array, num_episodes: int,
-             num_steps: int, controllers=CONTROLLERS) -> dict:
+def evaluate(
+    agent: Agent,
+    agent_state: AgentState,
+    env: envs.Env,
+    key: jax.Array,
+    num_episodes: int,
+    num_steps: int,
+    controllers=CONTROLLERS,
+) -> dict:
     """Success rate (and mean final distance) per controller on the same episodes."""
     results = {}
     for controller in controllers:
-        run = jax.jit(partial(run_episodes, agent, env=env, num_episodes=num_episodes, num_steps=num_steps,
-                              controller=controller))
+        run = jax.jit(
+            partial(run_episodes, agent, env=env, num_episodes=num_episodes, num_steps=num_steps, controller=controller)
+        )
         out = run(agent_state, key=key)
         results[controller] = {k: float(v) for k, v in out.items()}
     return results

@@ -6,7 +6,8 @@ the rest of ami uses plain `jax.jit` / `vmap` / `grad` and never sees a Flax obj
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax

@@ -43,8 +43,9 @@ class Progress:
 
 def make_env(cfg: ExperimentConfig, auto_reset: bool = True) -> envs.Env:
     e = cfg.env
-    return envs.make(e.name, episode_length=e.episode_length, action_repeat=e.action_repeat, auto_reset=auto_reset,
-                     **e.kwargs)
+    return envs.make(
+        e.name, episode_length=e.episode_length, action_repeat=e.action_repeat, auto_reset=auto_reset, **e.kwargs
+    )
 
 
 def build(cfg: ExperimentConfig) -> tuple[ExperimentConfig, envs.Env, Agent]:
@@ -59,8 +60,12 @@ def build(cfg: ExperimentConfig) -> tuple[ExperimentConfig, envs.Env, Agent]:
 def _check_replay(cfg: ExperimentConfig, env: envs.Env) -> None:
     state = jax.eval_shape(env.reset, jax.random.key(0))
     action = np.zeros(env.action_size, np.float32)
-    example = {"obs": np.zeros(state.obs.shape, state.obs.dtype), "action": action, "done": np.zeros((), np.float32),
-               "next_obs": np.zeros(state.obs.shape, state.obs.dtype)}
+    example = {
+        "obs": np.zeros(state.obs.shape, state.obs.dtype),
+        "action": action,
+        "done": np.zeros((), np.float32),
+        "next_obs": np.zeros(state.obs.shape, state.obs.dtype),
+    }
     d = cfg.data
     replay.check_capacity(example, d.num_envs, d.steps_per_env, int(d.max_replay_mb * replay.MB))
 
@@ -86,22 +91,29 @@ def train_model(cfg: ExperimentConfig, env: envs.Env, agent: Agent, progress: Pr
         elapsed = time.perf_counter() - t0
         eta = elapsed / (i + 1) * (num_chunks - i - 1)
         progress.log({"phase": "train", "updates": done, **metrics})
-        progress.say(f"train: {done}/{num_chunks * cfg.train.chunk} updates ({done / elapsed:.0f}/s, ETA {eta:.0f} s) "
-                     f"pred {metrics['pred_loss']:.4f} z_std {metrics['z_std']:.2f} rank {metrics['z_rank']:.1f}"
-                     + (f" critic {metrics['critic_loss']:.4f}" if "critic_loss" in metrics else ""))
+        progress.say(
+            f"train: {done}/{num_chunks * cfg.train.chunk} updates ({done / elapsed:.0f}/s, ETA {eta:.0f} s) "
+            f"pred {metrics['pred_loss']:.4f} z_std {metrics['z_std']:.2f} rank {metrics['z_rank']:.1f}"
+            + (f" critic {metrics['critic_loss']:.4f}" if "critic_loss" in metrics else "")
+        )
     return state, env_steps
 
 
 def evaluate_run(cfg: ExperimentConfig, agent: Agent, state: AgentState, controllers=CONTROLLERS) -> dict:
     """Success per controller on `cfg.eval.episodes` batched episodes from the fixed eval seed."""
     eval_env = make_env(cfg, auto_reset=False)
-    return evaluate(agent, state, eval_env, jax.random.key(cfg.eval.seed), cfg.eval.episodes,
-                    cfg.env.episode_length, controllers)
+    return evaluate(
+        agent, state, eval_env, jax.random.key(cfg.eval.seed), cfg.eval.episodes, cfg.env.episode_length, controllers
+    )
 
 
 def summarize(results: dict, env_steps: int, wall_time: float, updates: int) -> dict:
-    summary = {"success_rate": results["learned"]["success_rate"], "env_steps": env_steps,
-               "wall_time_s": round(wall_time, 1), "updates": updates}
+    summary = {
+        "success_rate": results["learned"]["success_rate"],
+        "env_steps": env_steps,
+        "wall_time_s": round(wall_time, 1),
+        "updates": updates,
+    }
     for name, r in results.items():
         if name != "learned":
             summary[f"{name}_success_rate"] = r["success_rate"]
@@ -119,14 +131,20 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False) -> di
     configlib.dump(cfg, run_dir / "config.yaml")
     progress = Progress(run_dir, quiet)
     state, env_steps = train_model(cfg, env, agent, progress)
-    checkpoint.save(run_dir / "checkpoints", int(state.learner.step), state.learner,
-                    {"config": configlib.to_dict(cfg)}, max_to_keep=2)
+    checkpoint.save(
+        run_dir / "checkpoints",
+        int(state.learner.step),
+        state.learner,
+        {"config": configlib.to_dict(cfg)},
+        max_to_keep=2,
+    )
     t0 = time.perf_counter()
     controllers = CONTROLLERS if cfg.eval.baselines else ("learned",)
     results = evaluate_run(cfg, agent, state, controllers)
-    progress.say(f"evaluate: {cfg.eval.episodes} episodes x {len(controllers)} controllers in "
-                 f"{time.perf_counter() - t0:.1f} s: " + ", ".join(f"{k} {v['success_rate']:.3f}"
-                                                                  for k, v in results.items()))
+    progress.say(
+        f"evaluate: {cfg.eval.episodes} episodes x {len(controllers)} controllers in "
+        f"{time.perf_counter() - t0:.1f} s: " + ", ".join(f"{k} {v['success_rate']:.3f}" for k, v in results.items())
+    )
     summary = summarize(results, env_steps, time.perf_counter() - start, int(state.learner.step))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     progress.log({"phase": "summary", **{k: v for k, v in summary.items() if k != "controllers"}})

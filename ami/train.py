@@ -71,9 +71,15 @@ def sample_batch(cfg: ExperimentConfig, buffer: replay.ReplayState, key: jax.Arr
     other = jax.random.permutation(k_perm, pairs.obs_goal)
     goal = jnp.where(rand[:, None], other, pairs.obs_goal) if pairs.obs_goal.ndim == 2 else pairs.obs_goal
     at_goal = ((pairs.offset == 0) & ~rand).astype(jnp.float32)
-    return UpdateBatch(obs=obs, action=t.action, mask=windows.valid.astype(jnp.float32),
-                       pair_obs=pairs.transition.obs, pair_next_obs=pairs.transition.next_obs,
-                       pair_goal=goal, pair_at_goal=at_goal)
+    return UpdateBatch(
+        obs=obs,
+        action=t.action,
+        mask=windows.valid.astype(jnp.float32),
+        pair_obs=pairs.transition.obs,
+        pair_next_obs=pairs.transition.next_obs,
+        pair_goal=goal,
+        pair_at_goal=at_goal,
+    )
 
 
 def make_train_chunk(cfg: ExperimentConfig, agent: Agent):

@@ -21,7 +21,8 @@ Collapse monitors: mean per-dimension std of z and the effective rank of z.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +43,9 @@ class WorldModel(NamedTuple):
     action_size: int
 
 
-def make_world_model(latent_size: int, action_size: int, hidden: Sequence[int] = (256, 256),
-                     activation: str = "mish") -> WorldModel:
+def make_world_model(
+    latent_size: int, action_size: int, hidden: Sequence[int] = (256, 256), activation: str = "mish"
+) -> WorldModel:
     """A residual MLP predictor `z' = z + g([z, a])` with a `lax.scan` rollout."""
     net = nn.mlp(hidden, latent_size, activation=activation, layer_norm=True)
 
@@ -93,7 +95,9 @@ def sigreg(z: jax.Array, key: jax.Array, num_slices: int = 64, num_points: int =
 
 def effective_rank(z: jax.Array) -> jax.Array:
     """`exp(H(p))`, p the normalised singular values of centred `z [N, D]`: 1 (collapsed) .. D."""
-    s = jnp.linalg.svd(z - jnp.mean(z, axis=0), compute_uv=False)
+    z = z - jnp.mean(z, axis=0)
+    eig = jnp.linalg.eigvalsh(z.T @ z)  # [D]: squared singular values (much cheaper than an SVD of z)
+    s = jnp.sqrt(jnp.maximum(eig, 0.0))
     p = s / (jnp.sum(s) + 1e-12)
     return jnp.exp(-jnp.sum(p * jnp.log(p + 1e-12)))
 
@@ -104,8 +108,17 @@ def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def jepa_loss(params: dict, target_encoder: Params, obs: jax.Array, actions: jax.Array, mask: jax.Array,
-              key: jax.Array, perception, world_model: WorldModel, cfg) -> tuple[jax.Array, dict]:
+def jepa_loss(
+    params: dict,
+    target_encoder: Params,
+    obs: jax.Array,
+    actions: jax.Array,
+    mask: jax.Array,
+    key: jax.Array,
+    perception,
+    world_model: WorldModel,
+    cfg,
+) -> tuple[jax.Array, dict]:
     """Multi-step latent prediction loss with the configured anti-collapse term.
 
     Args:
@@ -125,8 +138,14 @@ def jepa_loss(params: dict, target_encoder: Params, obs: jax.Array, actions: jax
     pred_loss = _masked_mean(jnp.sum((pred - target) ** 2, axis=-1), mask)
     flat = z.reshape(-1, z.shape[-1])
     variance, covariance = vicreg_terms(flat)
-    metrics = {"pred_loss": pred_loss, "z_std": jnp.mean(jnp.std(flat, axis=0)), "z_rank": effective_rank(flat),
-               "vicreg_variance": variance, "vicreg_covariance": covariance}
+    monitor = jax.lax.stop_gradient(flat)
+    metrics = {
+        "pred_loss": pred_loss,
+        "z_std": jnp.mean(jnp.std(monitor, axis=0)),
+        "z_rank": effective_rank(monitor),
+        "vicreg_variance": variance,
+        "vicreg_covariance": covariance,
+    }
     loss = pred_loss
     if cfg.anti_collapse == "vicreg":
         loss = loss + cfg.variance_weight * variance + cfg.covariance_weight * covariance

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ami.actor import base, make_planner, planner_names, shift_plan
+from ami.actor import base, gradient, make_planner, planner_names, shift_plan
 
 # ----- a linear-quadratic problem with a closed-form optimum -----
 
@@ -283,6 +283,24 @@ def test_nan_gradient_step_is_skipped():
     result = plan(planner, energy, jax.random.key(15), init=init)
     assert np.isfinite(result.energy)
     np.testing.assert_allclose(result.actions, init, atol=1e-6)
+
+
+def test_a_step_from_a_non_finite_point_is_skipped():
+    def evaluate(u):  # a quadratic whose gradient is NaN where u[0, 0] > 0.5
+        energy, grad = jax.value_and_grad(lambda v: jnp.sum((v - 2.0) ** 2))(u)
+        return energy, jnp.where(u[0, 0] > 0.5, jnp.nan, grad)
+
+    optimizer = gradient.make_optimizer(dict(learning_rate=0.1, grad_clip=None))
+    step = jax.jit(lambda r: gradient.step_restart(evaluate, optimizer, lambda u: u, r))
+    inside = step(gradient.init_restart(evaluate, optimizer, jnp.zeros((2, 2))))
+    np.testing.assert_allclose(inside.u, 0.1, rtol=1e-5)  # a finite step: Adam moves every entry by lr
+    stuck = gradient.init_restart(evaluate, optimizer, jnp.ones((2, 2)))
+    after = step(stuck)
+    for x, y in zip(
+        jax.tree.leaves((after.u, after.opt_state)), jax.tree.leaves((stuck.u, stuck.opt_state)), strict=True
+    ):
+        np.testing.assert_array_equal(x, y)
+    assert np.all(np.isfinite(after.u))
 
 
 # ----- trace and evaluation count -----

@@ -126,20 +126,27 @@ def _energy_of_u(energy_fn: EnergyFn, space: ActionSpace, squash: Callable, u: A
     return base.check_energy(energy_fn(actions))
 
 
-def _evaluate(energy_and_grad: Callable, u: Array) -> tuple[Array, Array]:
+def evaluate_safely(energy_and_grad: Callable, u: Array) -> tuple[Array, Array]:
     """`[H, A] -> ([], [H, A])`: safe energy and gradient at `u`."""
     energy, grad = energy_and_grad(u)
     return base.safe_energy(energy), grad
 
 
-def _start(evaluate: Callable, optimizer: optax.GradientTransformation, u: Array) -> Restart:
-    """One restart at its starting point `u [H, A]`, evaluated."""
+def init_restart(evaluate: Callable, optimizer: optax.GradientTransformation, u: Array) -> Restart:
+    """One restart at its starting point `u [H, A]`, evaluated.
+
+    `evaluate(u [H, A]) -> (energy [], grad [H, A])` returns safe energies (`evaluate_safely`).
+    """
     energy, grad = evaluate(u)
     return Restart(u, energy, grad, optimizer.init(u), u, energy)
 
 
-def _step(evaluate: Callable, optimizer: optax.GradientTransformation, project: Callable, r: Restart) -> Restart:
-    """One iteration of one restart: an Adam step (skipped if not finite), then evaluation."""
+def step_restart(evaluate: Callable, optimizer: optax.GradientTransformation, project: Callable, r: Restart) -> Restart:
+    """One iteration of one restart: an Adam step, then evaluation at the new iterate.
+
+    The step is skipped (iterate and Adam state kept) when the energy or gradient at `r.u` is
+    not finite. `evaluate` as in `init_restart`; `project(u [H, A]) -> [H, A]` follows the step.
+    """
     finite = jnp.isfinite(r.energy) & jnp.all(jnp.isfinite(r.grad))
     updates, opt_state = optimizer.update(r.grad, r.opt_state, r.u)
     u = jnp.where(finite, project(optax.apply_updates(r.u, updates)), r.u)
@@ -160,10 +167,10 @@ def build(space: ActionSpace, options: Mapping[str, Any]) -> base.OptimizeFn:
     def optimize(energy_fn: EnergyFn, key: Array, init: Array | None = None) -> PlanResult:
         """Minimises `energy_fn: [H, A] -> []` from `restarts` starts; `init` is an `[H, A]` warm start."""
         energy_and_grad = jax.value_and_grad(functools.partial(_energy_of_u, energy_fn, space, param.squash))
-        evaluate = functools.partial(_evaluate, energy_and_grad)
+        evaluate = functools.partial(evaluate_safely, energy_and_grad)
         y0 = base.start_unit_sequences(key, space, restarts, options["init"], init, options["init_noise"])
-        carry = jax.vmap(functools.partial(_start, evaluate, optimizer))(param.unsquash(y0))
-        step = jax.vmap(functools.partial(_step, evaluate, optimizer, param.project))
+        carry = jax.vmap(functools.partial(init_restart, evaluate, optimizer))(param.unsquash(y0))
+        step = jax.vmap(functools.partial(step_restart, evaluate, optimizer, param.project))
 
         def body(carry: Restart, _: None) -> tuple[Restart, Array]:
             carry = step(carry)

@@ -88,6 +88,19 @@ class TwoRooms(NativeEnv):
         blocked = crosses & (jnp.abs(y_cross - self.door_y) > 0.5 * self.door_width)
         return target.at[0].set(jnp.where(blocked, pos[0], target[0]))
 
+    def geodesic_distance(self, pos: jax.Array, goal: jax.Array) -> jax.Array:
+        """Length of the shortest wall-avoiding path from `pos [2]` to `goal [2]`.
+
+        Straight when both are in one room or the segment passes through the door; else via
+        the nearer door post. The exact cost-to-go (in distance units) for planning studies.
+        """
+        posts = jnp.array([[0.0, self.door_y + 0.5 * self.door_width], [0.0, self.door_y - 0.5 * self.door_width]])
+        same_room = (pos[0] < 0.0) == (goal[0] < 0.0)
+        t = pos[0] / jnp.where(same_room, 1.0, pos[0] - goal[0])
+        through_door = jnp.abs(pos[1] + t * (goal[1] - pos[1]) - self.door_y) <= 0.5 * self.door_width
+        via = jnp.min(jnp.linalg.norm(posts - pos, axis=-1) + jnp.linalg.norm(posts - goal, axis=-1))
+        return jnp.where(same_room | through_door, jnp.linalg.norm(pos - goal), via)
+
     def _state(self, pos: jax.Array, goal: jax.Array, prev_done: jax.Array) -> State:
         dist = jnp.linalg.norm(pos - goal)
         success = (dist < self.success_radius).astype(jnp.float32)
