@@ -166,6 +166,8 @@ def _critic_update(cfg: ExperimentConfig, modules: dict, learner: Learner, encod
     )
 
     def loss_fn(p):
+        if c.objective == "distance":
+            return cost.distance_loss(p, critic, z, z_next, goal, c.max_distance, c.penalty)
         return cost.critic_loss(
             p, learner.target_critic, critic, z, z_next, goal, batch.pair_at_goal, c.gamma, c.expectile
         )

@@ -84,10 +84,14 @@ class WorldModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CriticConfig:
-    """Goal-conditioned cost-to-go fitted by expectile TD with hindsight goals (`ami.cost`)."""
+    """Goal-conditioned cost-to-go (`ami.cost`): expectile TD with hindsight goals (`td`) or the
+    constrained shortest-path distance (`distance`, metric critic only)."""
 
     enabled: bool = True
     kind: Literal["metric", "mlp"] = "metric"
+    objective: Literal["td", "distance"] = "td"
+    max_distance: float = 100.0
+    penalty: float = 100.0
     hidden: tuple[int, ...] = (256, 256)
     gamma: float = 0.98
     expectile: float = 0.1
@@ -103,6 +107,9 @@ class CriticConfig:
         check(self.max_goal_offset >= 1, "max_goal_offset", "must be >= 1")
         check(0.0 <= self.random_goal_fraction <= 1.0, "random_goal_fraction", "must be in [0, 1]")
         check(self.batch_size >= 2, "batch_size", "must be >= 2")
+        check(self.max_distance > 1.0, "max_distance", "must be > 1 (steps)")
+        check(self.penalty > 0.0, "penalty", "must be > 0")
+        check(self.objective == "td" or self.kind == "metric", "objective", "'distance' needs kind: metric")
 
 
 @dataclasses.dataclass(frozen=True)

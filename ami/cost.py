@@ -109,6 +109,39 @@ def critic_loss(
     return loss, {"critic_loss": loss, "critic_mean": jnp.mean(pred), "critic_max": jnp.max(pred)}
 
 
+def distance_loss(
+    params: Params,
+    critic: Critic,
+    z: jax.Array,
+    z_next: jax.Array,
+    z_other: jax.Array,
+    max_distance: float,
+    penalty: float,
+) -> tuple[jax.Array, dict]:
+    """Shortest-path distance by constrained maximisation (quasimetric-RL style, metric critic).
+
+    Pushes the distance between unrelated states `z [B, D]`, `z_other [B, D]` up (capped at
+    `max_distance`) while every observed transition `z -> z_next` must stay within one step:
+
+        L = -mean min(C(z, z_other), max) / max  +  penalty * mean relu(C(z, z_next) - 1)^2
+
+    The largest distance that respects one step per transition is the shortest-path
+    length in steps through the data, so walls are learned as long detours, not shortcuts.
+    """
+    spread = jnp.minimum(critic.apply(params, z, z_other), max_distance)
+    step = critic.apply(params, z, z_next)
+    violation = jnp.mean(jax.nn.relu(step - 1.0) ** 2)
+    loss = -jnp.mean(spread) / max_distance + penalty * violation
+    metrics = {
+        "critic_loss": loss,
+        "critic_mean": jnp.mean(spread),
+        "critic_max": jnp.max(spread),
+        "critic_step": jnp.mean(step),
+        "critic_violation": violation,
+    }
+    return loss, metrics
+
+
 class EnergyWeights(NamedTuple):
     """Weights of the energy's terms; `terminal` picks the goal term's time weighting."""
 

@@ -96,9 +96,11 @@ def test_two_rooms_geodesic_distance_exact_values():
     # same room: straight line
     np.testing.assert_allclose(env.geodesic_distance(jnp.array([-0.5, 0.5]), jnp.array([-0.2, 0.1])), 0.5, rtol=1e-6)
     # through the door: straight line
-    np.testing.assert_allclose(env.geodesic_distance(jnp.array([-0.5, 0.0]), jnp.array([0.5, 0.1])),
-                               np.hypot(1.0, 0.1), rtol=1e-6)
+    np.testing.assert_allclose(
+        env.geodesic_distance(jnp.array([-0.5, 0.0]), jnp.array([0.5, 0.1])), np.hypot(1.0, 0.1), rtol=1e-6
+    )
     # around the upper door post at (0, 0.15)
     expected = np.hypot(0.5, 0.85 - 0.15) + np.hypot(0.5, 0.85 - 0.15)
-    np.testing.assert_allclose(env.geodesic_distance(jnp.array([-0.5, 0.85]), jnp.array([0.5, 0.85])), expected,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        env.geodesic_distance(jnp.array([-0.5, 0.85]), jnp.array([0.5, 0.85])), expected, rtol=1e-6
+    )

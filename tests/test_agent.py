@@ -1,0 +1,357 @@
+"""The agent (`ami.agent`): `act` as receding-horizon MPC under jit (one trace, re-planning on
+schedule, executing the stored plan in between), determinism, `update`, the configurator's
+rule (`ami.configurator.resolve`) and the energy of `ami.cost` against a hand computation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from ami import cost, run, world_model
+from ami.agent import UpdateBatch
+from ami.config import ExperimentConfig, load_experiment
+from ami.configurator import Task, resolve
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+SMALL_HIDDEN = (32, 32)
+SMALL = (
+    "perception.hidden=[32,32]",
+    "world_model.hidden=[32,32]",
+    "critic.hidden=[32,32]",
+    "train.batch_size=16",
+    "critic.batch_size=16",
+    "planner.iterations=3",
+    "planner.restarts=2",
+    "planner.horizon=4",
+    "planner.replan_every=3",
+)
+N = 4  # environments acting in parallel
+
+
+def build(*overrides: str):
+    return run.build(load_experiment(QUICKSTART, [*SMALL, *overrides]))
+
+
+@pytest.fixture(scope="module")
+def small():
+    """`(cfg, env, agent)` for Two-Rooms with tiny networks and a tiny planner."""
+    return build()
+
+
+@pytest.fixture(scope="module")
+def fresh(small):
+    """`agent.init(key(0), N)`: a fresh agent state (`act` and `update` never change their inputs)."""
+    _, _, agent = small
+    return jax.jit(agent.init, static_argnums=1)(jax.random.key(0), N)
+
+
+@pytest.fixture(scope="module")
+def counted_act(small):
+    """`(jitted act, traces)`: `traces` gains an entry each time `act` is traced."""
+    _, _, agent = small
+    traces = []
+
+    def act(state, obs, goal, key):
+        traces.append(None)  # runs only while tracing
+        return agent.act(state, obs, goal, key)
+
+    return jax.jit(act), traces
+
+
+@pytest.fixture(scope="module")
+def update_fn(small):
+    _, _, agent = small
+    return jax.jit(agent.update)
+
+
+def first_observations(env, n: int = N, seed: int = 0):
+    states = jax.vmap(env.reset)(jax.random.split(jax.random.key(seed), n))
+    return states, states.obs, states.info[envs.GOAL_OBS]
+
+
+# ----- act -----
+
+
+def test_act_traces_once_replans_on_schedule_and_executes_the_stored_plan(small, fresh, counted_act):
+    cfg, env, _ = small
+    act, traces = counted_act
+    state = fresh
+    states, obs, goal = first_observations(env)
+    step = jax.jit(jax.vmap(env.step))
+    replanned, plan = [], None
+    for i in range(8):
+        state, action, info = act(state, obs, goal, jax.random.fold_in(jax.random.key(1), i))
+        assert action.shape == (N, env.action_size) and action.dtype == jnp.float32
+        assert bool(jnp.all(jnp.abs(action) <= 1.0))
+        replanned.append(bool(info["replanned"]))
+        if replanned[-1]:
+            plan, since = np.asarray(state.memory.plan), 0
+            assert bool(jnp.all(jnp.isfinite(info["plan_energy"])))
+        else:
+            since += 1
+            assert bool(jnp.all(jnp.isnan(info["plan_energy"])))
+        # between re-plans the agent executes the stored plan step by step
+        np.testing.assert_array_equal(np.asarray(action), plan[:, since])
+        states = step(states, action)
+        obs = states.obs
+    assert len(traces) == 1
+    assert replanned == [i % cfg.planner.replan_every == 0 for i in range(8)]
+    assert int(state.clock) == 8
+
+
+def test_act_is_deterministic_and_jit_matches_no_jit(small, fresh, counted_act):
+    _, env, agent = small
+    state = fresh
+    _, obs, goal = first_observations(env)
+    key = jax.random.key(5)
+    act, _ = counted_act
+    _, a1, info1 = act(state, obs, goal, key)
+    _, a2, info2 = act(state, obs, goal, key)
+    np.testing.assert_array_equal(np.asarray(a1), np.asarray(a2))
+    np.testing.assert_array_equal(np.asarray(info1["plan_energy"]), np.asarray(info2["plan_energy"]))
+    _, eager, eager_info = agent.act(state, obs, goal, key)
+    np.testing.assert_allclose(np.asarray(eager), np.asarray(a1), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(eager_info["plan_energy"]), np.asarray(info1["plan_energy"]), rtol=1e-4)
+    _, other, _ = act(state, obs, goal, jax.random.key(6))
+    assert not np.array_equal(np.asarray(other), np.asarray(a1))  # the key matters
+
+
+def test_plan_energy_is_the_energy_of_the_stored_plan(small, fresh, counted_act):
+    _, env, agent = small
+    state = fresh
+    _, obs, goal = first_observations(env)
+    new_state, _, info = counted_act[0](state, obs, goal, jax.random.key(2))
+    params, encode = state.learner.params, agent.modules["perception"].encode
+    z, g = encode(params["encoder"], obs), encode(params["encoder"], goal)
+    energy = jax.vmap(agent.modules["energy"], in_axes=(None, 0, 0, 0))(params, z, g, new_state.memory.plan)
+    np.testing.assert_allclose(np.asarray(energy), np.asarray(info["plan_energy"]), rtol=1e-4, atol=1e-5)
+
+
+# ----- update -----
+
+
+@pytest.fixture(scope="module")
+def batch(small):
+    """A made-up `UpdateBatch` in Two-Rooms' shapes: JEPA windows of L steps and critic pairs."""
+    cfg, _, _ = small
+    b, length, bc = cfg.train.batch_size, cfg.world_model.prediction_horizon, cfg.critic.batch_size
+    k_obs, k_act, k_pair, k_goal = jax.random.split(jax.random.key(1), 4)
+    action = jax.random.uniform(k_act, (b, length, 2), minval=-1.0, maxval=1.0)
+    start = jax.random.uniform(k_obs, (b, 1, 2), minval=-1.0, maxval=1.0)
+    pair = jax.random.uniform(k_pair, (bc, 2), minval=-1.0, maxval=1.0)
+    at_goal = jnp.arange(bc) < 4  # the first 4 pairs have the observation itself as goal
+    return UpdateBatch(
+        obs=jnp.concatenate([start, start + jnp.cumsum(0.05 * action, axis=1)], axis=1),
+        action=action,
+        mask=jnp.ones((b,)).at[0].set(0.0),
+        pair_obs=pair,
+        pair_next_obs=pair + 0.01,
+        pair_goal=jnp.where(at_goal[:, None], pair, jax.random.uniform(k_goal, (bc, 2), minval=-1.0, maxval=1.0)),
+        pair_at_goal=at_goal.astype(jnp.float32),
+    )
+
+
+def _numpy(x) -> np.ndarray:
+    return np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+
+
+def _leaves_changed(before, after) -> list[bool]:
+    return [
+        not np.array_equal(_numpy(a), _numpy(b))
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True)
+    ]
+
+
+def test_update_changes_parameters_and_counts_steps(small, batch, update_fn):
+    _, _, agent = small
+    state = agent.init(jax.random.key(0), 1)
+    new, metrics = update_fn(state, batch)
+    assert int(state.learner.step) == 0 and int(new.learner.step) == 1
+    for name in ("encoder", "predictor"):
+        assert all(_leaves_changed(state.learner.params[name], new.learner.params[name])), name
+    # the metric critic ||psi(z) - psi(g)|| does not see psi's output bias: it alone keeps its zeros
+    critic_before, critic_after = state.learner.params["critic"], new.learner.params["critic"]
+    changed = jax.tree.map(lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)), critic_before, critic_after)
+    out = f"Dense_{len(SMALL_HIDDEN)}"
+    assert changed.pop(out) == {"bias": False, "kernel": True}
+    assert all(jax.tree.leaves(changed))
+    # EMA targets move a little towards the new parameters
+    assert any(_leaves_changed(state.learner.target_encoder, new.learner.target_encoder))
+    assert any(_leaves_changed(state.learner.target_critic, new.learner.target_critic))
+    assert not np.array_equal(jax.random.key_data(state.learner.key), jax.random.key_data(new.learner.key))
+    expected = {"loss", "pred_loss", "z_std", "z_rank", "vicreg_variance", "vicreg_covariance", "model_grad_norm"}
+    assert expected | {"critic_loss", "critic_mean", "critic_max"} <= set(metrics)
+    assert all(np.isfinite(float(v)) for v in metrics.values()), metrics
+    assert float(metrics["model_grad_norm"]) > 0.0
+    again, _ = update_fn(new, batch)
+    assert int(again.learner.step) == 2
+
+
+def test_update_is_deterministic_across_independent_inits(small, batch, update_fn):
+    _, _, agent = small
+    _, _, other_agent = build()  # a second agent built from the same config, initialised on its own
+    run_a = update_fn(agent.init(jax.random.key(3), 1), batch)
+    run_b = update_fn(other_agent.init(jax.random.key(3), 1), batch)
+    for k in run_a[1]:
+        assert float(run_a[1][k]) == float(run_b[1][k]), k
+    assert not any(_leaves_changed(run_a[0].learner, run_b[0].learner))
+    _, different = update_fn(agent.init(jax.random.key(4), 1), batch)
+    assert float(different["loss"]) != float(run_a[1]["loss"])
+
+
+# ----- configurator -----
+
+
+def _cfg(*overrides: str) -> ExperimentConfig:
+    return load_experiment({}, overrides)
+
+
+TASK = Task(goal_conditioned=True, action_size=2, episode_length=100)
+
+
+def test_resolve_with_critic_fills_every_none_by_the_rule():
+    cfg = _cfg("eval.budget=medium")
+    out = resolve(cfg, TASK)
+    # H = clip(100 // 6, 8, 32) = 16, re-plan every 16 // 4 = 4; medium: 8 restarts, 30 iterations
+    assert (out.planner.horizon, out.planner.replan_every) == (16, 4)
+    assert (out.planner.restarts, out.planner.iterations, out.planner.learning_rate) == (8, 30, 0.3)
+    assert (out.cost.goal_weight, out.cost.critic_weight, out.cost.terminal) == (0.1, 1.0, False)
+    assert out.env.episode_length == 100
+    assert cfg.planner.horizon is None and cfg.cost.goal_weight is None  # the input is unchanged
+    assert set(_nones(out)) <= {"env.action_repeat"}  # see the xfail test below
+
+
+@pytest.mark.xfail(
+    reason="resolve leaves env.action_repeat None, so the saved 'resolved' config does not record the "
+    "action repeat the env used (Task carries no action repeat to fill it from)",
+    strict=True,
+)
+def test_resolve_leaves_no_none_at_all():
+    assert _nones(resolve(_cfg(), TASK)) == []
+
+
+def test_resolve_without_critic():
+    out = resolve(_cfg("critic.enabled=false", "eval.budget=small"), TASK)
+    # H = clip(100 // 2, 16, 64) = 50, re-plan every 12; small: 4 restarts, 16 iterations
+    assert (out.planner.horizon, out.planner.replan_every) == (50, 12)
+    assert (out.planner.restarts, out.planner.iterations) == (4, 16)
+    assert (out.cost.goal_weight, out.cost.critic_weight, out.cost.terminal) == (1.0, 0.0, True)
+    assert set(_nones(out)) <= {"env.action_repeat"}
+
+
+@pytest.mark.parametrize(
+    ("episode_length", "critic", "horizon", "replan_every"),
+    [(30, True, 8, 2), (1000, True, 32, 8), (20, False, 16, 4), (1000, False, 64, 16), (60, True, 10, 2)],
+)
+def test_resolve_horizon_is_clipped(episode_length, critic, horizon, replan_every):
+    out = resolve(_cfg(f"critic.enabled={str(critic).lower()}"), TASK._replace(episode_length=episode_length))
+    assert (out.planner.horizon, out.planner.replan_every) == (horizon, replan_every)
+
+
+@pytest.mark.parametrize(("budget", "restarts", "iterations"), [("small", 4, 16), ("medium", 8, 30), ("large", 16, 50)])
+def test_resolve_budgets(budget, restarts, iterations):
+    out = resolve(_cfg(f"eval.budget={budget}"), TASK)
+    assert (out.planner.restarts, out.planner.iterations) == (restarts, iterations)
+
+
+def test_resolve_keeps_explicit_values():
+    cfg = _cfg(
+        "planner.horizon=10",
+        "planner.restarts=3",
+        "planner.learning_rate=0.05",
+        "cost.goal_weight=0.5",
+        "cost.terminal=true",
+        "env.episode_length=40",
+        "eval.budget=large",
+    )
+    out = resolve(cfg, TASK)
+    assert (out.planner.horizon, out.planner.restarts, out.planner.learning_rate) == (10, 3, 0.05)
+    assert out.planner.replan_every == 2  # derived from the given horizon: 10 // 4
+    assert out.planner.iterations == 50  # still from the budget
+    assert (out.cost.goal_weight, out.cost.critic_weight, out.cost.terminal) == (0.5, 1.0, True)
+    assert out.env.episode_length == 40
+    explicit = _cfg("planner.replan_every=7", "cost.critic_weight=0.0", "planner.iterations=2")
+    out = resolve(explicit, TASK)
+    assert (out.planner.replan_every, out.cost.critic_weight, out.planner.iterations) == (7, 0.0, 2)
+
+
+def test_resolve_is_idempotent():
+    once = resolve(_cfg(), TASK)
+    assert resolve(once, TASK) == once
+
+
+def test_resolve_rejects_a_task_without_goals():
+    with pytest.raises(ValueError, match=r"'pendulum' is not goal-conditioned.*goal_obs"):
+        resolve(_cfg("env.name=pendulum"), Task(goal_conditioned=False, action_size=1, episode_length=200))
+
+
+def _nones(cfg, path: str = "") -> list[str]:
+    """Dotted names of the fields still None (a resolved config has none)."""
+    out = []
+    for name, value in vars(cfg).items():
+        key = f"{path}.{name}" if path else name
+        if value is None:
+            out.append(key)
+        elif hasattr(value, "__dataclass_fields__"):
+            out.extend(_nones(value, key))
+    return out
+
+
+# ----- energy -----
+
+
+@pytest.fixture(scope="module")
+def energy_problem():
+    """A random predictor and critic over D=5 latents, A=2 actions, H=6 steps."""
+    model = world_model.make_world_model(5, 2, (16,))
+    critic = cost.make_critic(5, (16,))
+    k_pred, k_critic, k_z, k_g, k_a = jax.random.split(jax.random.key(0), 5)
+    params = {"predictor": model.init(k_pred), "critic": critic.init(k_critic)}
+    z0, goal = jax.random.normal(k_z, (5,)), jax.random.normal(k_g, (5,))
+    actions = jax.random.uniform(k_a, (6, 2), minval=-1.0, maxval=1.0)
+    return model, critic, params, z0, goal, actions
+
+
+def test_energy_with_goal_weight_only_is_the_terminal_squared_distance(energy_problem):
+    model, critic, params, z0, goal, actions = energy_problem
+    energy = cost.make_energy(model, critic, cost.EnergyWeights(goal=1.0, critic=0.0, action=0.0, terminal=True))
+    z = np.asarray(model.rollout(params["predictor"], z0, actions), np.float64)
+    expected = np.sum((z[-1] - np.asarray(goal)) ** 2) / 5
+    np.testing.assert_allclose(float(energy(params, z0, goal, actions)), expected, rtol=1e-6)
+    # with critic weight 0 the critic is never read: a params dict without it works
+    no_critic = {"predictor": params["predictor"]}
+    np.testing.assert_allclose(float(energy(no_critic, z0, goal, actions)), expected, rtol=1e-6)
+    np.testing.assert_allclose(float(jax.jit(energy)(params, z0, goal, actions)), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_energy_matches_the_documented_formula(energy_problem, terminal):
+    """E = sum_t c_t (w_goal ||z_t - g||^2 / D + w_critic C(z_t, g)) + w_action mean_t ||a_t||^2."""
+    model, critic, params, z0, goal, actions = energy_problem
+    w = cost.EnergyWeights(goal=0.7, critic=0.3, action=0.2, terminal=terminal)
+    value = float(cost.make_energy(model, critic, w)(params, z0, goal, actions))
+    z = model.rollout(params["predictor"], z0, actions)
+    c = np.array([float(critic.apply(params["critic"], z[t], goal)) for t in range(6)])
+    z, g, a = (np.asarray(x, np.float64) for x in (z, goal, actions))
+    per_step = 0.7 * np.sum((z - g) ** 2, axis=-1) / 5 + 0.3 * c
+    weights = np.eye(6)[-1] if terminal else np.full(6, 1 / 6)
+    expected = np.sum(weights * per_step) + 0.2 * np.mean(np.sum(a**2, axis=-1))
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
+def test_agent_energy_uses_the_resolved_weights(small):
+    cfg, _, agent = small
+    w = agent.modules["energy_weights"]
+    assert (w.goal, w.critic, w.action, w.terminal) == (
+        cfg.cost.goal_weight,
+        cfg.cost.critic_weight,
+        cfg.cost.action_weight,
+        cfg.cost.terminal,
+    )
+    _, _, no_critic = build("critic.enabled=false")
+    assert no_critic.modules["energy_weights"].critic == 0.0 and no_critic.modules["critic"] is None

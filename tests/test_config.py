@@ -1,0 +1,143 @@
+"""Experiment configs (`ami.config`) and the `ami train` command line: bad configs fail before
+anything compiles, with a message that names the key; the shipped experiment loads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ami import cli, configlib, run
+from ami.config import ConfigError, ExperimentConfig, load_experiment
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+
+
+def test_quickstart_loads_with_its_values():
+    cfg = load_experiment(QUICKSTART)
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.env.name == "two_rooms"
+    assert (cfg.data.num_envs, cfg.data.steps_per_env, cfg.data.smoothing) == (256, 400, 0.8)
+    assert cfg.perception.hidden == (128, 128) and cfg.world_model.anti_collapse == "vicreg"
+    assert (cfg.train.updates, cfg.train.batch_size, cfg.train.chunk) == (8000, 128, 500)
+    assert cfg.planner.horizon is None  # left to the configurator
+    assert configlib.from_dict(ExperimentConfig, configlib.to_dict(cfg)) == cfg
+
+
+def test_overrides_are_applied_and_typed():
+    cfg = load_experiment(QUICKSTART, ["planner.horizon=4", "perception.hidden=[8, 8]", "train.learning_rate=1e-3"])
+    assert cfg.planner.horizon == 4 and cfg.perception.hidden == (8, 8) and cfg.train.learning_rate == 0.001
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "pattern"),
+    [
+        ("planner.horizn=4", "planner.horizn", r"unknown key in planner; did you mean 'horizon'\?"),
+        ("plannr.horizon=4", "plannr", r"unknown key; did you mean 'planner'\?"),
+        ("train.updates=abc", "train.updates", r"expected int, got 'abc' \(str\)"),
+        ("train.updates=1.5", "train.updates", r"expected int, got 1\.5 \(float\)"),
+        ("critic.enabled=1", "critic.enabled", r"expected bool, got 1 \(int\)"),
+        ("critic.gamma=1.5", "critic.gamma", r"must be in \(0, 1\)"),
+        ("data.smoothing=1.0", "data.smoothing", r"must be in \[0, 1\)"),
+        ("planner.horizon=0", "planner.horizon", r"must be >= 1"),
+        ("perception.hidden=[32,0]", "perception.hidden", r"widths must be >= 1"),
+        (
+            "world_model.anti_collapse=vicrg",
+            "world_model.anti_collapse",
+            r"expected one of 'vicreg', 'sigreg', 'ema', 'none', got 'vicrg' \(str\); did you mean 'vicreg'\?",
+        ),
+        ("eval.budget=huge", "eval.budget", r"expected one of 'small', 'medium', 'large'"),
+    ],
+)
+def test_bad_values_name_the_key(override, key, pattern):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: {pattern}") as info:
+        load_experiment(QUICKSTART, [override])
+    assert info.value.key == key
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match=r"malformed override 'planner.horizon': expected dotted.key=VALUE"):
+        load_experiment(QUICKSTART, ["planner.horizon"])
+
+
+def test_error_notes_say_where_the_config_came_from():
+    with pytest.raises(ConfigError) as info:
+        load_experiment(QUICKSTART, ["critic.gamma=1.5"])
+    assert any("quickstart.yaml" in note and "critic.gamma=1.5" in note for note in info.value.__notes__)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_experiment(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("planner:\n  horizon: 4\n  horizon: 5\n")
+    with pytest.raises(ConfigError, match="duplicate key 'horizon'"):
+        load_experiment(bad)
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    cfg, _, _ = run.build(load_experiment(QUICKSTART, ["critic.enabled=false"]))
+    path = configlib.dump(cfg, tmp_path / "config.yaml")
+    assert load_experiment(path) == cfg
+
+
+# ----- errors found when building (env and modules) -----
+
+
+def test_unknown_env_lists_known_names():
+    cfg = load_experiment(QUICKSTART, ["env.name=two_room"])
+    with pytest.raises(ValueError, match=r"unknown env 'two_room'\. Did you mean 'two_rooms'\?.*Known: .*point_mass"):
+        run.build(cfg)
+
+
+def test_env_without_goals_is_rejected_by_build():
+    with pytest.raises(ValueError, match=r"'pendulum' is not goal-conditioned"):
+        run.build(load_experiment(QUICKSTART, ["env.name=pendulum"]))
+
+
+def test_unknown_activation_fails_when_building_and_lists_the_known_ones():
+    cfg = load_experiment(QUICKSTART, ["perception.activation=relux"])
+    with pytest.raises(ValueError, match=r"unknown activation 'relux'; known: .*'mish'"):
+        run.build(cfg)
+
+
+@pytest.mark.xfail(
+    reason="activation names are not validated when loading: an unknown one only fails in run.build, "
+    "and the message does not name the key",
+    strict=True,
+)
+@pytest.mark.parametrize("key", ["perception.activation", "world_model.activation"])
+def test_unknown_activation_fails_at_load_naming_the_key(key):
+    with pytest.raises(ConfigError, match=rf"^{key}: .*relux"):
+        load_experiment(QUICKSTART, [f"{key}=relux"])
+
+
+# ----- the command line -----
+
+
+def test_cli_train_with_a_bad_key_exits_2_before_creating_anything(tmp_path, capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr(run, "train", lambda *args, **kwargs: started.append(args))
+    run_dir = tmp_path / "run"
+    code = cli.main(["train", str(QUICKSTART), "planner.horizn=4", "--run-dir", str(run_dir)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "ami: error: planner.horizn: unknown key in planner; did you mean 'horizon'?" in err
+    assert started == [] and not run_dir.exists()
+
+
+def test_cli_train_with_an_unknown_env_exits_2_without_writing_a_run(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code = cli.main(["train", str(QUICKSTART), "env.name=two_room", "--run-dir", str(run_dir)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown env 'two_room'" in err and "two_rooms" in err
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "config.yaml").exists()
+
+
+def test_cli_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train"])
+    assert info.value.code == 2
+    assert "config" in capsys.readouterr().err

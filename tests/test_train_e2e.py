@@ -1,0 +1,182 @@
+"""`ami train` and `ami eval` end to end, through `ami.cli.main`, on a tiny budget: the run
+directory's contents, re-evaluation from the checkpoint, and a user's own environment given
+as `module:factory`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ami import cli
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
+TINY = [
+    "perception.hidden=[32,32]",
+    "world_model.hidden=[32,32]",
+    "critic.hidden=[32,32]",
+    "train.batch_size=32",
+    "critic.batch_size=32",
+    "data.num_envs=32",
+    "data.steps_per_env=100",
+    "train.updates=300",
+    "train.chunk=100",
+    "eval.episodes=16",
+    "eval.budget=small",
+    "planner.iterations=5",
+    "planner.restarts=2",
+]
+SUMMARY_KEYS = {"success_rate", "env_steps", "wall_time_s", "true_dynamics_success_rate", "random_success_rate"}
+
+
+def last_json(text: str) -> dict:
+    """The JSON object that ends `text` (the commands print progress lines before it)."""
+    return json.loads(text[text.rindex("\n{") + 1 :] if not text.startswith("{") else text)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A finished tiny `ami train` run on Two-Rooms: `(run_dir, stdout)`."""
+    run_dir = tmp_path_factory.mktemp("e2e") / "run"
+    capture = pytest.MonkeyPatch()
+    out = _StdoutCapture()
+    with capture.context() as m:
+        m.setattr(sys, "stdout", out)
+        code = cli.main(["train", str(QUICKSTART), *TINY, "--run-dir", str(run_dir)])
+    assert code == 0, out.getvalue()
+    return run_dir, out.getvalue()
+
+
+class _StdoutCapture:
+    """A minimal text sink (module fixtures cannot use `capsys`)."""
+
+    def __init__(self):
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+def test_train_writes_the_run_directory(trained_run):
+    run_dir, stdout = trained_run
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "checkpoints"} <= {p.name for p in run_dir.iterdir()}
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["planner"]["horizon"] == 16 and config["planner"]["replan_every"] == 4  # resolved
+    assert config["planner"]["iterations"] == 5 and config["train"]["updates"] == 300  # as overridden
+    lines = read_metrics(run_dir)
+    train_lines = [line for line in lines if line["phase"] == "train"]
+    assert [line["updates"] for line in train_lines] == [100, 200, 300]
+    for line in train_lines:
+        assert {"pred_loss", "z_std", "z_rank", "critic_loss", "wall_time_s"} <= set(line)
+    assert train_lines[-1]["pred_loss"] < train_lines[0]["pred_loss"]
+    assert lines[0]["phase"] == "collect" and lines[0]["env_steps"] == 32 * 100
+    assert lines[-1]["phase"] == "summary"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary) >= SUMMARY_KEYS
+    assert summary["env_steps"] == 3200 and summary["updates"] == 300 and summary["wall_time_s"] > 0
+    for key in ("success_rate", "true_dynamics_success_rate", "random_success_rate"):
+        assert 0.0 <= summary[key] <= 1.0
+        assert summary[key] * 16 == round(summary[key] * 16)  # a count of 16 episodes
+    assert summary["success_rate"] == summary["controllers"]["learned"]["success_rate"]
+    printed = last_json(stdout)
+    assert printed == {k: v for k, v in summary.items() if k != "controllers"}
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert checkpoints == ["300"]
+
+
+def test_eval_reproduces_the_trained_success_rate(trained_run, capsys):
+    run_dir, _ = trained_run
+    assert cli.main(["eval", str(run_dir)]) == 0
+    out = last_json(capsys.readouterr().out)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert out["success_rate"] == summary["success_rate"]
+    assert out["trained_success_rate"] == summary["success_rate"]
+    assert out["controllers"]["learned"] == summary["controllers"]["learned"]
+
+
+USER_ENV = textwrap.dedent(
+    '''
+    """A user's own goal-conditioned env: a 2-D point that walks to a goal."""
+    import jax, jax.numpy as jnp
+    from brax.envs.base import Env, State
+
+    class Walker2D(Env):
+        goal_conditioned = True
+
+        def __init__(self, speed=0.1):
+            self.speed = speed
+
+        def reset(self, rng):
+            pos, goal = jax.random.uniform(rng, (2, 2), minval=-1.0, maxval=1.0)
+            return self._state(pos, goal)
+
+        def step(self, state, action):
+            pos = state.pipeline_state + self.speed * jnp.clip(action, -1, 1)
+            return self._state(pos, state.info["goal_obs"])
+
+        def _state(self, pos, goal):
+            dist = jnp.linalg.norm(pos - goal)
+            return State(pipeline_state=pos, obs=pos, reward=-dist, done=jnp.zeros(()),
+                         metrics={"success": (dist < 0.1).astype(jnp.float32), "distance": dist},
+                         info={"goal_obs": goal})
+
+        observation_size = 2
+        action_size = 2
+        backend = "jax"
+
+    def make_env(**kwargs):
+        return Walker2D(**kwargs)
+    '''
+)
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "walker_user_env.py").write_text(USER_ENV)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "walker_user_env"
+    sys.modules.pop("walker_user_env", None)
+
+
+def test_user_env_trains_and_evaluates_end_to_end(user_module, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    overrides = [
+        *TINY,
+        f"env.name={user_module}:make_env",
+        "env.episode_length=30",
+        "env.kwargs={speed: 0.15}",
+        "critic.enabled=false",
+        "eval.baselines=false",
+        "train.updates=200",
+    ]
+    assert cli.main(["train", str(QUICKSTART), *overrides, "--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["env"] == {
+        "name": f"{user_module}:make_env",
+        "episode_length": 30,
+        "action_repeat": None,
+        "kwargs": {"speed": 0.15},
+    }
+    assert config["planner"]["horizon"] == 16  # no critic: clip(30 // 2, 16, 64)
+    assert summary["env_steps"] == 3200 and summary["updates"] == 200
+    assert set(summary["controllers"]) == {"learned"}
+    capsys.readouterr()
+    assert cli.main(["eval", str(run_dir)]) == 0
+    out = last_json(capsys.readouterr().out)
+    assert out["success_rate"] == summary["success_rate"]
