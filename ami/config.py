@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from ami import configlib
 from ami.configlib import ConfigError, check
+from ami.nn import ACTIVATIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,7 @@ class PerceptionConfig:
 
     def validate(self) -> None:
         check(self.latent_size >= 1, "latent_size", "must be >= 1")
+        check(self.activation in ACTIVATIONS, "activation", f"must be one of {sorted(ACTIVATIONS)}")
         check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
 
 
@@ -77,6 +79,7 @@ class WorldModelConfig:
 
     def validate(self) -> None:
         check(self.prediction_horizon >= 1, "prediction_horizon", "must be >= 1")
+        check(self.activation in ACTIVATIONS, "activation", f"must be one of {sorted(ACTIVATIONS)}")
         check(0.0 <= self.ema_tau < 1.0, "ema_tau", "must be in [0, 1)")
         for name in ("variance_weight", "covariance_weight", "sigreg_weight", "inverse_weight"):
             check(getattr(self, name) >= 0.0, name, "must be >= 0")
@@ -161,8 +164,11 @@ class TrainConfig:
     def validate(self) -> None:
         check(self.updates >= 1, "updates", "must be >= 1")
         check(self.batch_size >= 2, "batch_size", "must be >= 2")
-        check(self.learning_rate > 0, "learning_rate", "must be > 0")
+        check(0 < self.learning_rate < float("inf"), "learning_rate", "must be a finite number > 0")
         check(self.chunk >= 1, "chunk", "must be >= 1")
+        check(self.updates % self.chunk == 0, "updates", f"must be a multiple of train.chunk ({self.chunk})")
+        check(self.grad_clip > 0, "grad_clip", "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +198,15 @@ class ExperimentConfig:
     planner: PlannerConfig = dataclasses.field(default_factory=PlannerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        steps = self.data.steps_per_env
+        check(
+            self.world_model.prediction_horizon < steps,
+            "world_model.prediction_horizon",
+            f"must be < data.steps_per_env ({steps})",
+        )
+        check(self.critic.max_goal_offset < steps, "critic.max_goal_offset", f"must be < data.steps_per_env ({steps})")
 
 
 def load_experiment(path_or_mapping, overrides=()) -> ExperimentConfig:

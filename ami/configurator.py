@@ -32,6 +32,7 @@ class Task(NamedTuple):
     goal_conditioned: bool
     action_size: int
     episode_length: int
+    action_repeat: int = 1
 
 
 def _fill(section, **choices):
@@ -63,5 +64,5 @@ def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
     cost = _fill(
         cfg.cost, goal_weight=0.1 if critic else 1.0, critic_weight=1.0 if critic else 0.0, terminal=not critic
     )
-    env = _fill(cfg.env, episode_length=task.episode_length)
+    env = _fill(cfg.env, episode_length=task.episode_length, action_repeat=task.action_repeat)
     return dataclasses.replace(cfg, planner=planner, cost=cost, env=env)

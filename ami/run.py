@@ -51,7 +51,7 @@ def make_env(cfg: ExperimentConfig, auto_reset: bool = True) -> envs.Env:
 def build(cfg: ExperimentConfig) -> tuple[ExperimentConfig, envs.Env, Agent]:
     """Resolves `cfg` for its env (the configurator) and builds the env and the agent."""
     env = make_env(cfg)
-    task = Task(envs.is_goal_conditioned(env), env.action_size, int(env.episode_length))
+    task = Task(envs.is_goal_conditioned(env), env.action_size, int(env.episode_length), envs.action_repeat(env))
     cfg = resolve(cfg, task)
     obs_shape = (env.observation_size,) if isinstance(env.observation_size, int) else tuple(env.observation_size)
     return cfg, env, make_agent(cfg, obs_shape, env.action_size)
@@ -124,10 +124,10 @@ def summarize(results: dict, env_steps: int, wall_time: float, updates: int) -> 
 def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False) -> dict:
     """`ami train`: the whole experiment; returns the summary written to `run_dir/summary.json`."""
     start = time.perf_counter()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfg, env, agent = build(cfg)
     _check_replay(cfg, env)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     configlib.dump(cfg, run_dir / "config.yaml")
     progress = Progress(run_dir, quiet)
     state, env_steps = train_model(cfg, env, agent, progress)

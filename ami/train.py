@@ -69,7 +69,7 @@ def sample_batch(cfg: ExperimentConfig, buffer: replay.ReplayState, key: jax.Arr
     pairs = replay.sample_pairs(buffer, k_pair, c.batch_size, c.max_goal_offset, num_candidates=8)
     rand = jax.random.bernoulli(k_rand, c.random_goal_fraction, (c.batch_size,))
     other = jax.random.permutation(k_perm, pairs.obs_goal)
-    goal = jnp.where(rand[:, None], other, pairs.obs_goal) if pairs.obs_goal.ndim == 2 else pairs.obs_goal
+    goal = jnp.where(rand.reshape(-1, *(1,) * (pairs.obs_goal.ndim - 1)), other, pairs.obs_goal)
     at_goal = ((pairs.offset == 0) & ~rand).astype(jnp.float32)
     return UpdateBatch(
         obs=obs,

@@ -6,7 +6,7 @@ All follow Brax's `Env` API. Start with `envs.registered()`, `envs.make(name)` a
 
 from envs.base import GOAL_OBS, SUCCESS, Env, NativeEnv, State, Wrapper, is_goal_conditioned
 from envs.checks import SpecCheck, check_env
-from envs.registry import EnvSpec, describe, make, register, registered
+from envs.registry import EnvSpec, action_repeat, describe, make, register, registered
 from envs.rollout import Trajectory, rollout, rollout_from
 from envs.wrappers import (
     FINAL_OBS,
@@ -39,6 +39,7 @@ __all__ = [
     "RescaleActions",
     "SpecCheck",
     "TimeLimit",
+    "action_repeat",
     "check_env",
     "describe",
     "is_goal_conditioned",

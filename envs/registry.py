@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from envs import adapters
-from envs.base import Env
+from envs.base import Env, Wrapper
 from envs.checks import SpecCheck, check_env
 from envs.native import Pendulum, PointMass, TwoRooms
 from envs.wrappers import ActionRepeat, AutoReset, Canonical, RescaleActions, TimeLimit
@@ -117,6 +117,15 @@ def _build(name: str, kwargs: dict) -> tuple[Env, int, int, tuple | None]:
         raise _unknown(name, tuple(sorted(_REGISTRY)), "env")
     spec = _REGISTRY[name]
     return spec.factory(**kwargs), spec.episode_length, 1, None
+
+
+def action_repeat(env: Env) -> int:
+    """The number of simulator steps per agent step of a wrapped env (1 without `ActionRepeat`)."""
+    while isinstance(env, Wrapper):
+        if isinstance(env, ActionRepeat):
+            return env.repeat
+        env = env.env
+    return 1
 
 
 def make(

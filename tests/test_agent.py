@@ -223,14 +223,9 @@ def test_resolve_with_critic_fills_every_none_by_the_rule():
     assert (out.cost.goal_weight, out.cost.critic_weight, out.cost.terminal) == (0.1, 1.0, False)
     assert out.env.episode_length == 100
     assert cfg.planner.horizon is None and cfg.cost.goal_weight is None  # the input is unchanged
-    assert set(_nones(out)) <= {"env.action_repeat"}  # see the xfail test below
+    assert not _nones(out)
 
 
-@pytest.mark.xfail(
-    reason="resolve leaves env.action_repeat None, so the saved 'resolved' config does not record the "
-    "action repeat the env used (Task carries no action repeat to fill it from)",
-    strict=True,
-)
 def test_resolve_leaves_no_none_at_all():
     assert _nones(resolve(_cfg(), TASK)) == []
 
@@ -241,7 +236,7 @@ def test_resolve_without_critic():
     assert (out.planner.horizon, out.planner.replan_every) == (50, 12)
     assert (out.planner.restarts, out.planner.iterations) == (4, 16)
     assert (out.cost.goal_weight, out.cost.critic_weight, out.cost.terminal) == (1.0, 0.0, True)
-    assert set(_nones(out)) <= {"env.action_repeat"}
+    assert not _nones(out)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ as `module:factory`."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 import textwrap
@@ -44,32 +46,13 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    """A finished tiny `ami train` run on Two-Rooms: `(run_dir, stdout)`."""
+    """A finished tiny `ami train` run on Two-Rooms: `(run_dir, stdout)` (module fixtures cannot use capsys)."""
     run_dir = tmp_path_factory.mktemp("e2e") / "run"
-    capture = pytest.MonkeyPatch()
-    out = _StdoutCapture()
-    with capture.context() as m:
-        m.setattr(sys, "stdout", out)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
         code = cli.main(["train", str(QUICKSTART), *TINY, "--run-dir", str(run_dir)])
     assert code == 0, out.getvalue()
     return run_dir, out.getvalue()
-
-
-class _StdoutCapture:
-    """A minimal text sink (module fixtures cannot use `capsys`)."""
-
-    def __init__(self):
-        self.parts: list[str] = []
-
-    def write(self, text: str) -> int:
-        self.parts.append(text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def getvalue(self) -> str:
-        return "".join(self.parts)
 
 
 def test_train_writes_the_run_directory(trained_run):

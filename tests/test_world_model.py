@@ -130,11 +130,11 @@ def test_jepa_loss_matches_a_hand_computation(anti_collapse):
     z = np.asarray(perception.encode(params["encoder"], obs), np.float64)
     target_encoder = target_params if anti_collapse == "ema" else params["encoder"]
     target = np.asarray(perception.encode(target_encoder, obs[:, 1:]), np.float64)
-    per_window = []
+    predict, per_window = jax.jit(model.predict), []
     for b in range(5):  # the predictor stepped by hand, one window at a time
         zhat, errors = z[b, 0], []
         for k in range(3):
-            zhat = np.asarray(model.predict(params["predictor"], jnp.asarray(zhat, jnp.float32), actions[b, k]))
+            zhat = np.asarray(predict(params["predictor"], jnp.asarray(zhat, jnp.float32), actions[b, k]))
             errors.append(np.sum((zhat - target[b, k]) ** 2))
         per_window.append(np.mean(errors))
     m = np.asarray(mask)
