@@ -59,7 +59,11 @@ class PerceptionConfig:
 
     def validate(self) -> None:
         check(self.latent_size >= 1, "latent_size", "must be >= 1")
-        check(self.activation in ACTIVATIONS, "activation", f"must be one of {sorted(ACTIVATIONS)}")
+        check(
+            self.activation in ACTIVATIONS,
+            "activation",
+            f"must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}",
+        )
         check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
 
 
@@ -79,7 +83,11 @@ class WorldModelConfig:
 
     def validate(self) -> None:
         check(self.prediction_horizon >= 1, "prediction_horizon", "must be >= 1")
-        check(self.activation in ACTIVATIONS, "activation", f"must be one of {sorted(ACTIVATIONS)}")
+        check(
+            self.activation in ACTIVATIONS,
+            "activation",
+            f"must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}",
+        )
         check(0.0 <= self.ema_tau < 1.0, "ema_tau", "must be in [0, 1)")
         for name in ("variance_weight", "covariance_weight", "sigreg_weight", "inverse_weight"):
             check(getattr(self, name) >= 0.0, name, "must be >= 0")
@@ -202,11 +210,11 @@ class ExperimentConfig:
     def validate(self) -> None:
         steps = self.data.steps_per_env
         check(
-            self.world_model.prediction_horizon < steps,
+            self.world_model.prediction_horizon <= steps,
             "world_model.prediction_horizon",
-            f"must be < data.steps_per_env ({steps})",
+            f"must be <= data.steps_per_env ({steps})",
         )
-        check(self.critic.max_goal_offset < steps, "critic.max_goal_offset", f"must be < data.steps_per_env ({steps})")
+        check(self.critic.max_goal_offset <= steps, "critic.max_goal_offset", f"must be <= data.steps_per_env ({steps})")
 
 
 def load_experiment(path_or_mapping, overrides=()) -> ExperimentConfig:

@@ -97,7 +97,7 @@ def effective_rank(z: jax.Array) -> jax.Array:
     """`exp(H(p))`, p the normalised singular values of centred `z [N, D]`: 1 (collapsed) .. D."""
     z = z - jnp.mean(z, axis=0)
     eig = jnp.linalg.eigvalsh(z.T @ z)  # [D]: squared singular values (much cheaper than an SVD of z)
-    s = jnp.sqrt(jnp.maximum(eig, 1e-6 * jnp.max(eig)))
+    s = jnp.where(eig > 1e-6 * jnp.max(eig), jnp.sqrt(jnp.maximum(eig, 0.0)), 0.0)  # float32 noise -> 0
     p = s / (jnp.sum(s) + 1e-12)
     return jnp.exp(-jnp.sum(p * jnp.log(p + 1e-12)))
 

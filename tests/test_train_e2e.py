@@ -153,7 +153,7 @@ def test_user_env_trains_and_evaluates_end_to_end(user_module, tmp_path, capsys)
     assert config["env"] == {
         "name": f"{user_module}:make_env",
         "episode_length": 30,
-        "action_repeat": None,
+        "action_repeat": 1,
         "kwargs": {"speed": 0.15},
     }
     assert config["planner"]["horizon"] == 16  # no critic: clip(30 // 2, 16, 64)
