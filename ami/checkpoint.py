@@ -65,7 +65,7 @@ def save(
     metadata = _check_metadata(metadata)
     policy = None if max_to_keep is None else ocp.checkpoint_managers.LatestN(n=max_to_keep)
     options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, preservation_policy=policy)
-    with ocp.CheckpointManager(os.fspath(directory), options=options) as manager:
+    with ocp.CheckpointManager(os.path.abspath(directory), options=options) as manager:
         if step in manager.all_steps():
             raise ValueError(f"step {step} already exists in checkpoint directory {directory}")
         items = {_LAYOUT: ocp.args.JsonSave(layout), _METADATA: ocp.args.JsonSave(metadata)}
@@ -208,7 +208,7 @@ def _reader(directory: str | os.PathLike) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         read_only=True, create=False, save_interval_steps=0, enable_async_checkpointing=False
     )
-    return ocp.CheckpointManager(os.fspath(directory), options=options)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
 def _restore_step(directory: str | os.PathLike, step: int, target: Any) -> tuple[Any, dict[str, Any]]:

@@ -224,3 +224,12 @@ def test_unfinished_save_is_never_picked(tmp_path):
     assert checkpoint.restore(tmp_path)[0]["step"] == 1
     checkpoint.save(tmp_path, 2, big_state(2))
     assert checkpoint.restore(tmp_path)[0]["step"] == 2
+
+
+def test_relative_directory_round_trips(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    state = {"w": np.arange(3, dtype=np.float32)}
+    checkpoint.save("runs/relative/checkpoints", 5, state, {"k": 1})
+    restored, metadata = checkpoint.restore("runs/relative/checkpoints")
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    assert metadata == {"k": 1} and checkpoint.latest_step("runs/relative/checkpoints") == 5
