@@ -20,7 +20,7 @@ def test_quickstart_loads_with_its_values():
     assert cfg.env.name == "two_rooms"
     assert (cfg.data.num_envs, cfg.data.steps_per_env, cfg.data.smoothing) == (256, 400, 0.8)
     assert cfg.perception.hidden == (128, 128) and cfg.world_model.anti_collapse == "vicreg"
-    assert (cfg.train.updates, cfg.train.batch_size, cfg.train.chunk) == (8000, 128, 500)
+    assert (cfg.train.updates, cfg.train.batch_size, cfg.train.chunk) == (16000, 128, 500)
     assert cfg.planner.horizon is None  # left to the configurator
     assert configlib.from_dict(ExperimentConfig, configlib.to_dict(cfg)) == cfg
 
