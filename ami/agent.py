@@ -83,7 +83,13 @@ def make_modules(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size:
     modules = {
         "perception": perception.make_perception(obs_shape, p.latent_size, p.hidden, p.activation),
         "world_model": world_model.make_world_model(p.latent_size, action_size, w.hidden, w.activation),
-        "critic": cost.make_critic(p.latent_size, cfg.critic.hidden, kind=cfg.critic.kind)
+        "critic": cost.make_critic(
+            p.latent_size,
+            cfg.critic.hidden,
+            kind=cfg.critic.kind,
+            fourier=cfg.critic.fourier_features,
+            fourier_scale=cfg.critic.fourier_scale,
+        )
         if cfg.critic.enabled
         else None,
     }

@@ -101,6 +101,8 @@ class CriticConfig:
     enabled: bool = True
     kind: Literal["metric", "mlp"] = "metric"
     objective: Literal["td", "distance"] = "td"
+    fourier_features: int = 0
+    fourier_scale: float = 1.0
     max_distance: float = 100.0
     penalty: float = 100.0
     hidden: tuple[int, ...] = (256, 256)
@@ -120,6 +122,7 @@ class CriticConfig:
         check(self.batch_size >= 2, "batch_size", "must be >= 2")
         check(self.max_distance > 1.0, "max_distance", "must be > 1 (steps)")
         check(self.penalty > 0.0, "penalty", "must be > 0")
+        check(self.fourier_features >= 0, "fourier_features", "must be >= 0")
         check(self.objective == "td" or self.kind == "metric", "objective", "'distance' needs kind: metric")
 
 

@@ -46,15 +46,18 @@ def make_critic(
     activation: str = "mish",
     kind: str = "metric",
     embed_size: int = 32,
+    fourier: int = 0,
+    fourier_scale: float = 1.0,
 ) -> Critic:
     """A goal-conditioned cost-to-go `C(z, g) >= 0`.
 
     `kind="metric"`: `C = ||psi(z) - psi(g)||` with an MLP embedding psi (a distance, so it is
     symmetric and obeys the triangle inequality, as in Hilbert representations);
-    `kind="mlp"`: `C = softplus(MLP([z, g]))`.
+    `kind="mlp"`: `C = softplus(MLP([z, g]))`. `fourier > 0` adds random Fourier features of z
+    to the metric critic's input.
     """
     if kind == "metric":
-        return _metric_critic(latent_size, hidden, activation, embed_size)
+        return _metric_critic(latent_size, hidden, activation, embed_size, fourier, fourier_scale)
     if kind != "mlp":
         raise ValueError(f"critic kind must be 'metric' or 'mlp', got {kind!r}")
     net = nn.mlp(hidden, 1, activation=activation, layer_norm=True)
@@ -69,14 +72,34 @@ def make_critic(
     return Critic(init, apply)
 
 
-def _metric_critic(latent_size: int, hidden: Sequence[int], activation: str, embed_size: int) -> Critic:
+def fourier_features(latent_size: int, num: int, scale: float):
+    """`z [..., D] -> [..., D + 2 num]`: z with `sin`, `cos` of fixed random projections `scale * z B`.
+
+    Lets a small MLP represent sharp changes (a wall between two nearby latents).
+    `num = 0` is the identity.
+    """
+    if num == 0:
+        return lambda z: z
+    proj = scale * jax.random.normal(jax.random.key(0), (latent_size, num))
+    return lambda z: jnp.concatenate([z, jnp.sin(z @ proj), jnp.cos(z @ proj)], axis=-1)
+
+
+def _metric_critic(
+    latent_size: int,
+    hidden: Sequence[int],
+    activation: str,
+    embed_size: int,
+    fourier: int = 0,
+    fourier_scale: float = 1.0,
+) -> Critic:
     psi = nn.mlp(hidden, embed_size, activation=activation, layer_norm=True)
+    features = fourier_features(latent_size, fourier, fourier_scale)
 
     def init(key: jax.Array) -> Params:
-        return psi.init(key, jnp.zeros(latent_size, jnp.float32))
+        return psi.init(key, features(jnp.zeros(latent_size, jnp.float32)))
 
     def apply(params: Params, z: jax.Array, g: jax.Array) -> jax.Array:
-        diff = psi.apply(params, z) - psi.apply(params, g)
+        diff = psi.apply(params, features(z)) - psi.apply(params, features(g))
         return jnp.sqrt(jnp.sum(diff**2, axis=-1) + 1e-6)
 
     return Critic(init, apply)

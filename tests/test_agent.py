@@ -350,3 +350,17 @@ def test_agent_energy_uses_the_resolved_weights(small):
     )
     _, _, no_critic = build("critic.enabled=false")
     assert no_critic.modules["energy_weights"].critic == 0.0 and no_critic.modules["critic"] is None
+
+
+def test_fourier_features_shape_identity_and_metric_critic_symmetry():
+    from ami import cost
+
+    z = jax.random.normal(jax.random.key(0), (5, 4))
+    np.testing.assert_array_equal(cost.fourier_features(4, 0, 1.0)(z), z)
+    out = cost.fourier_features(4, 3, 2.0)(z)
+    assert out.shape == (5, 4 + 6)
+    np.testing.assert_allclose(out[:, 4:7] ** 2 + out[:, 7:] ** 2, 1.0, rtol=1e-5)
+    critic = cost.make_critic(4, (8,), fourier=3, fourier_scale=2.0)
+    params = critic.init(jax.random.key(1))
+    np.testing.assert_allclose(critic.apply(params, z, z[::-1]), critic.apply(params, z[::-1], z), rtol=1e-6)
+    np.testing.assert_allclose(critic.apply(params, z, z), 1e-3, rtol=1e-3)
