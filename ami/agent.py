@@ -120,12 +120,24 @@ def _optimizers(cfg: ExperimentConfig) -> tuple[optax.GradientTransformation, op
     return make(), make()
 
 
+MODEL_PARTS = ("encoder", "predictor", "inverse")
+
+
+def _model_part(params: dict) -> dict:
+    """The parameters the JEPA loss trains (the inverse-dynamics head is None when unused)."""
+    return {k: params[k] for k in MODEL_PARTS}
+
+
 def _init_learner(cfg: ExperimentConfig, modules: dict, key: jax.Array) -> Learner:
     k_enc, k_pred, k_critic, k_next = jax.random.split(key, 4)
     params = {"encoder": modules["perception"].init(k_enc), "predictor": modules["world_model"].init(k_pred)}
     params["critic"] = modules["critic"].init(k_critic) if modules["critic"] is not None else None
+    params["inverse"] = None
+    if cfg.world_model.inverse_weight > 0:
+        head = world_model.make_inverse_head(cfg.perception.latent_size, modules["world_model"].action_size)
+        params["inverse"] = head.init(jax.random.fold_in(k_critic, 1), jnp.zeros(2 * cfg.perception.latent_size))
     model_tx, critic_tx = _optimizers(cfg)
-    model_params = {"encoder": params["encoder"], "predictor": params["predictor"]}
+    model_params = _model_part(params)
     copy = partial(jax.tree.map, jnp.copy)  # targets start equal but own their buffers (donation)
     return Learner(
         params=params,
@@ -140,7 +152,7 @@ def _init_learner(cfg: ExperimentConfig, modules: dict, key: jax.Array) -> Learn
 
 def _model_update(cfg: ExperimentConfig, modules: dict, learner: Learner, batch: UpdateBatch, key: jax.Array):
     tx, _ = _optimizers(cfg)
-    model_params = {"encoder": learner.params["encoder"], "predictor": learner.params["predictor"]}
+    model_params = _model_part(learner.params)
 
     def loss_fn(p):
         return world_model.jepa_loss(

@@ -364,3 +364,29 @@ def test_fourier_features_shape_identity_and_metric_critic_symmetry():
     params = critic.init(jax.random.key(1))
     np.testing.assert_allclose(critic.apply(params, z, z[::-1]), critic.apply(params, z[::-1], z), rtol=1e-6)
     np.testing.assert_allclose(critic.apply(params, z, z), 1e-3, rtol=1e-3)
+
+
+def test_inverse_dynamics_head_is_trained_when_weighted():
+    from ami import run
+    from ami.agent import UpdateBatch
+
+    _, _, agent = run.build(
+        _cfg(
+            "world_model.inverse_weight=1.0",
+            "perception.hidden=[16]",
+            "world_model.hidden=[16]",
+            "critic.enabled=false",
+        )
+    )
+    state = agent.init(jax.random.key(0), 1)
+    assert state.learner.params["inverse"] is not None
+    obs = jax.random.uniform(jax.random.key(1), (4, 3, 2), minval=-1.0, maxval=1.0)
+    action = jax.random.uniform(jax.random.key(2), (4, 2, 2), minval=-1.0, maxval=1.0)
+    pair = jnp.zeros((4, 2))
+    batch = UpdateBatch(obs, action, jnp.ones(4), pair, pair, pair, jnp.zeros(4))
+    new, metrics = agent.update(state, batch)
+    assert np.isfinite(float(metrics["inverse_loss"]))
+    before, after = jax.tree.leaves(state.learner.params["inverse"]), jax.tree.leaves(new.learner.params["inverse"])
+    assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+    agent_without_inverse = run.build(_cfg("critic.enabled=false"))[2]
+    assert agent_without_inverse.init(jax.random.key(0), 1).learner.params["inverse"] is None
