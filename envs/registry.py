@@ -2,7 +2,7 @@
 
 Name forms:
 
-* a plain name (`two_rooms`, `point_mass`, `pendulum`, or one a user registered);
+* a plain name (`two_rooms`, `point_mass`, `pendulum`, `reacher_goal`, or one a user registered);
 * `brax/<name>` for Brax's environments (keyword `backend=` picks the physics pipeline);
 * `dmc/<Name>` for MuJoCo Playground's DeepMind Control ports (other keywords become
   Playground config overrides);
@@ -26,6 +26,8 @@ from envs import adapters
 from envs.base import Env, Wrapper
 from envs.checks import SpecCheck, check_env
 from envs.native import Pendulum, PointMass, TwoRooms
+from envs.reacher_goal import EPISODE_LENGTH as REACHER_GOAL_EPISODE_LENGTH
+from envs.reacher_goal import ReacherGoal
 from envs.wrappers import ActionRepeat, AutoReset, Canonical, RescaleActions, TimeLimit
 
 
@@ -172,3 +174,9 @@ register(
     "point_mass", PointMass, episode_length=100, description="2-D double integrator in an open arena; goal-conditioned"
 )
 register("pendulum", Pendulum, episode_length=200, description="torque-limited pendulum swing-up; reward")
+register(
+    "reacher_goal",
+    ReacherGoal,
+    episode_length=REACHER_GOAL_EPISODE_LENGTH,
+    description="DMC two-link reacher (MJX) reaching a random reachable pose; goal-conditioned",
+)
