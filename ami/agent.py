@@ -81,7 +81,9 @@ def make_modules(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size:
     """The agent's modules built from a resolved config."""
     p, w = cfg.perception, cfg.world_model
     modules = {
-        "perception": perception.make_perception(obs_shape, p.latent_size, p.hidden, p.activation),
+        "perception": perception.make_perception(
+            obs_shape, p.latent_size, p.hidden, p.activation, fourier=p.fourier_features, fourier_scale=p.fourier_scale
+        ),
         "world_model": world_model.make_world_model(p.latent_size, action_size, w.hidden, w.activation),
         "critic": cost.make_critic(
             p.latent_size,

@@ -88,8 +88,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ami.run import evaluate_run, load_run
 
     cfg, agent, state = load_run(args.run_dir)
-    controllers = ("learned",) if not args.all else None
-    results = evaluate_run(cfg, agent, state, controllers) if controllers else evaluate_run(cfg, agent, state)
+    results = evaluate_run(cfg, agent, state, cfg.eval.controllers if args.all else ("learned",))
     out = {"success_rate": results["learned"]["success_rate"], "controllers": results}
     summary_path = Path(args.run_dir) / "summary.json"
     if summary_path.exists():
@@ -110,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
     ev = sub.add_parser("eval", help="re-evaluate a finished run from its checkpoint")
     ev.add_argument("run_dir")
-    ev.add_argument("--all", action="store_true", help="also the random and true-dynamics controllers")
+    ev.add_argument("--all", action="store_true", help="every controller in eval.controllers, not only the learned one")
     ev.set_defaults(func=_cmd_eval)
     sub.add_parser("envs", help="list environment names").set_defaults(func=_cmd_envs)
     roll = sub.add_parser("rollout", help="batched random-policy rollout of one environment")

@@ -53,9 +53,13 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PerceptionConfig:
+    """The encoder; `fourier_features > 0` adds random Fourier features of vector observations."""
+
     latent_size: int = 16
     hidden: tuple[int, ...] = (128, 128)
     activation: str = "mish"
+    fourier_features: int = 0
+    fourier_scale: float = 1.0
 
     def validate(self) -> None:
         check(self.latent_size >= 1, "latent_size", "must be >= 1")
@@ -65,6 +69,8 @@ class PerceptionConfig:
             f"must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}",
         )
         check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
+        check(self.fourier_features >= 0, "fourier_features", "must be >= 0")
+        check(self.fourier_scale > 0, "fourier_scale", "must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +169,11 @@ class PlannerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """World-model and critic updates, run in jitted chunks of `chunk` updates."""
+    """World-model and critic updates, run in jitted chunks of `chunk` updates.
+
+    A complete checkpoint (parameters, optimisers, key, step, replay) is written every
+    `checkpoint_every` updates and at the end; a killed run resumes from the newest one.
+    """
 
     updates: int = 10000
     batch_size: int = 256
@@ -171,6 +181,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     chunk: int = 500
+    checkpoint_every: int = 4000
 
     def validate(self) -> None:
         check(self.updates >= 1, "updates", "must be >= 1")
@@ -180,19 +191,35 @@ class TrainConfig:
         check(self.updates % self.chunk == 0, "updates", f"must be a multiple of train.chunk ({self.chunk})")
         check(self.grad_clip > 0, "grad_clip", "must be > 0")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(
+            self.checkpoint_every >= 1 and self.checkpoint_every % self.chunk == 0,
+            "checkpoint_every",
+            f"must be a positive multiple of train.chunk ({self.chunk})",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation by planning: all episodes batched, a fixed seed."""
+    """Evaluation by planning: all episodes batched, a fixed seed.
+
+    `controllers`: which of `learned` (always), `true_dynamics` (the ground-truth twin) and
+    `random` run on the same episodes. `success`: an episode counts as solved when the goal
+    is reached at `any` step, or only when the `final` state is at the goal.
+    """
 
     episodes: int = 200
     seed: int = 12345
-    baselines: bool = True
+    controllers: tuple[str, ...] = ("learned", "true_dynamics", "random")
+    success: Literal["any", "final"] = "any"
     budget: Literal["small", "medium", "large"] = "medium"
 
     def validate(self) -> None:
         check(self.episodes >= 1, "episodes", "must be >= 1")
+        known = ("learned", "true_dynamics", "random")
+        unknown = [c for c in self.controllers if c not in known]
+        check(not unknown, "controllers", f"unknown {unknown}; choose from {list(known)}")
+        check("learned" in self.controllers, "controllers", "must include 'learned'")
+        check(len(set(self.controllers)) == len(self.controllers), "controllers", "must not repeat")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,18 +72,6 @@ def make_critic(
     return Critic(init, apply)
 
 
-def fourier_features(latent_size: int, num: int, scale: float):
-    """`z [..., D] -> [..., D + 2 num]`: z with `sin`, `cos` of fixed random projections `scale * z B`.
-
-    Lets a small MLP represent sharp changes (a wall between two nearby latents).
-    `num = 0` is the identity.
-    """
-    if num == 0:
-        return lambda z: z
-    proj = scale * jax.random.normal(jax.random.key(0), (latent_size, num))
-    return lambda z: jnp.concatenate([z, jnp.sin(z @ proj), jnp.cos(z @ proj)], axis=-1)
-
-
 def _metric_critic(
     latent_size: int,
     hidden: Sequence[int],
@@ -93,7 +81,7 @@ def _metric_critic(
     fourier_scale: float = 1.0,
 ) -> Critic:
     psi = nn.mlp(hidden, embed_size, activation=activation, layer_norm=True)
-    features = fourier_features(latent_size, fourier, fourier_scale)
+    features = nn.fourier_features(latent_size, fourier, fourier_scale)
 
     def init(key: jax.Array) -> Params:
         return psi.init(key, features(jnp.zeros(latent_size, jnp.float32)))

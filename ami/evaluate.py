@@ -1,7 +1,8 @@
 """Evaluation by planning: every episode batched in one jitted `lax.scan`.
 
 For a goal task the success rate counts an episode as solved when the agent comes within
-the task's success radius of the goal at any step (as if the episode ended on success).
+the task's success radius of the goal at any step (`success="any"`, as if the episode
+ended on success) or, with `success="final"`, when its last state is within it.
 Three controllers run on the same start/goal pairs (same evaluation key):
 
 * `learned`: the agent's planner over the learned JEPA world model;
@@ -57,7 +58,11 @@ def run_episodes(
     num_steps: int,
     controller: str,
 ) -> dict:
-    """Runs `num_episodes` batched episodes of `num_steps`; returns success rate and final distance."""
+    """Runs `num_episodes` batched episodes of `num_steps`.
+
+    Returns the fraction reaching the goal at any step (`success_any`), at the last step
+    (`success_final`), and the mean final distance.
+    """
     k_reset, k_run = jax.random.split(key)
     states = jax.vmap(env.reset)(jax.random.split(k_reset, num_episodes))
     memory = empty_memory(agent.modules["cfg"], agent.modules, num_episodes)
@@ -79,7 +84,11 @@ def run_episodes(
 
     start = (agent_state, states, jnp.zeros((num_episodes,), jnp.float32))
     (_, states, reached), _ = jax.lax.scan(body, start, jax.random.split(k_run, num_steps))
-    return {"success_rate": jnp.mean(reached), "final_distance": jnp.mean(states.metrics.get("distance", 0.0))}
+    return {
+        "success_any": jnp.mean(reached),
+        "success_final": jnp.mean(states.metrics[envs.SUCCESS]),
+        "final_distance": jnp.mean(states.metrics.get("distance", 0.0)),
+    }
 
 
 CONTROLLERS = ("learned", "true_dynamics", "random")
@@ -93,13 +102,20 @@ def evaluate(
     num_episodes: int,
     num_steps: int,
     controllers=CONTROLLERS,
+    success: str = "any",
 ) -> dict:
-    """Success rate (and mean final distance) per controller on the same episodes."""
+    """Success rate (by `success`: `any` or `final` step) and mean final distance per controller,
+    on the same episodes."""
+    if success not in ("any", "final"):
+        raise ValueError(f"success must be 'any' or 'final', got {success!r}")
     results = {}
     for controller in controllers:
         run = jax.jit(
             partial(run_episodes, agent, env=env, num_episodes=num_episodes, num_steps=num_steps, controller=controller)
         )
         out = run(agent_state, key=key)
-        results[controller] = {k: float(v) for k, v in out.items()}
+        results[controller] = {
+            "success_rate": float(out[f"success_{success}"]),
+            **{k: float(v) for k, v in out.items()},
+        }
     return results

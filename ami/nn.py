@@ -87,3 +87,16 @@ def cnn(channels: Sequence[int], out: int, activation: str = "relu") -> Network:
 def num_params(params: Params) -> int:
     """Total number of scalars in a parameter pytree."""
     return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def fourier_features(size: int, num: int, scale: float, seed: int = 0) -> Callable[[jax.Array], jax.Array]:
+    """`x [..., size] -> [..., size + 2 num]`: x with `sin`, `cos` of fixed random projections `scale * x B`.
+
+    Lets a small MLP represent sharp changes in a low-dimensional input (a wall between two
+    nearby positions), which plain MLPs learn only slowly (spectral bias). `num = 0` is the
+    identity. `B [size, num]` ~ N(0, 1) is drawn from `seed`, so it is a fixed function.
+    """
+    if num == 0:
+        return lambda x: x
+    proj = scale * jax.random.normal(jax.random.key(seed), (size, num))
+    return lambda x: jnp.concatenate([x, jnp.sin(x @ proj), jnp.cos(x @ proj)], axis=-1)

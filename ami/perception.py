@@ -33,21 +33,29 @@ def make_perception(
     hidden: Sequence[int] = (256, 256),
     activation: str = "mish",
     channels: Sequence[int] = (32, 64, 64),
+    fourier: int = 0,
+    fourier_scale: float = 1.0,
 ) -> Perception:
-    """An MLP encoder for vector observations, a CNN encoder for `[H, W, C]` images."""
+    """An MLP encoder for vector observations, a CNN encoder for `[H, W, C]` images.
+
+    `fourier > 0` feeds vector observations through `nn.fourier_features` first, so the
+    encoder can separate nearby observations whose futures differ (two sides of a wall).
+    """
     obs_shape = tuple(int(s) for s in obs_shape)
+    features = lambda x: x  # noqa: E731
     if len(obs_shape) == 1:
         net = nn.mlp(hidden, latent_size, activation=activation, layer_norm=True)
+        features = nn.fourier_features(obs_shape[0], fourier, fourier_scale)
     elif len(obs_shape) == 3:
         net = nn.cnn(channels, latent_size)
     else:
         raise ValueError(f"perception: observations must be [O] or [H, W, C], got shape {list(obs_shape)}")
 
     def init(key: jax.Array) -> Params:
-        return net.init(key, jnp.zeros(obs_shape, jnp.float32))
+        return net.init(key, features(jnp.zeros(obs_shape, jnp.float32)))
 
     def encode(params: Params, obs: jax.Array) -> jax.Array:
-        return net.apply(params, obs)
+        return net.apply(params, features(obs))
 
     return Perception(init=init, encode=encode, obs_shape=obs_shape, latent_size=int(latent_size))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -70,40 +70,89 @@ def _check_replay(cfg: ExperimentConfig, env: envs.Env) -> None:
     replay.check_capacity(example, d.num_envs, d.steps_per_env, int(d.max_replay_mb * replay.MB))
 
 
-def train_model(cfg: ExperimentConfig, env: envs.Env, agent: Agent, progress: Progress) -> tuple[AgentState, int]:
-    """Collects the offline data and trains; returns the trained state and the env steps used."""
-    k_data, k_init, k_train = jax.random.split(jax.random.key(cfg.seed), 3)
+class Training(NamedTuple):
+    """What a training checkpoint holds: the learner and the replay buffer it samples from."""
+
+    learner: Any
+    replay: replay.ReplayState
+
+
+def _collect(cfg: ExperimentConfig, env: envs.Env, key: jax.Array) -> replay.ReplayState:
     d = cfg.data
+    data = collect(env, key, d.num_envs, d.steps_per_env, d.smoothing)
+    return to_replay(data)
+
+
+def _keys(cfg: ExperimentConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(data, init, train) keys of a run: everything random derives from `cfg.seed`."""
+    k_data, k_init, k_train = jax.random.split(jax.random.key(cfg.seed), 3)
+    return k_data, k_init, k_train
+
+
+def training_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> Training:
+    """The structure of a training checkpoint (abstract replay; nothing is collected)."""
+    k_data, k_init, _ = _keys(cfg)
+    buffer = jax.eval_shape(lambda k: _collect(cfg, env, k), k_data)
+    return Training(agent.init(k_init, 1).learner, buffer)
+
+
+def _start(cfg, env, agent, run_dir: Path, progress: Progress) -> tuple[AgentState, replay.ReplayState]:
+    """A fresh start (collect the data, init the agent) or the newest checkpoint of `run_dir`."""
+    ckpt = run_dir / "checkpoints"
+    k_data, k_init, _ = _keys(cfg)
+    if checkpoint.latest_step(ckpt) is not None:
+        saved, _ = checkpoint.restore(ckpt, target=training_target(cfg, env, agent), fallback=True)
+        state = agent.init(k_init, 1)._replace(learner=saved.learner)
+        progress.say(f"resume: from update {int(saved.learner.step)} of {ckpt}")
+        progress.log({"phase": "resume", "updates": int(saved.learner.step)})
+        return state, saved.replay
     t0 = time.perf_counter()
-    data = jax.jit(collect, static_argnums=(0, 2, 3, 4))(env, k_data, d.num_envs, d.steps_per_env, d.smoothing)
-    buffer = jax.block_until_ready(to_replay(data))
-    env_steps = d.num_envs * d.steps_per_env
+    buffer = jax.block_until_ready(jax.jit(lambda k: _collect(cfg, env, k))(k_data))
+    env_steps = cfg.data.num_envs * cfg.data.steps_per_env
     progress.say(f"collect: {env_steps} env steps in {time.perf_counter() - t0:.1f} s")
     progress.log({"phase": "collect", "env_steps": env_steps})
-    state = agent.init(k_init, 1)
+    return agent.init(k_init, 1), buffer
+
+
+def train_model(
+    cfg: ExperimentConfig, env: envs.Env, agent: Agent, run_dir: Path, progress: Progress, max_chunks: int | None = None
+) -> AgentState:
+    """Collects the offline data (or resumes from `run_dir/checkpoints`) and trains.
+
+    Chunk `i` always uses the key `fold_in(k_train, i)`, so a resumed run continues exactly
+    as if it had never stopped. Checkpoints every `train.checkpoint_every` updates and at the
+    end. `max_chunks` stops after that many chunks in this call (a time-sliced job).
+    """
+    t = cfg.train
+    state, buffer = _start(cfg, env, agent, run_dir, progress)
     chunk = make_train_chunk(cfg, agent)
-    num_chunks = -(-cfg.train.updates // cfg.train.chunk)
+    num_chunks = t.updates // t.chunk
+    first = int(state.learner.step) // t.chunk
+    last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
     t0 = time.perf_counter()
-    for i in range(num_chunks):
-        state, metrics = chunk(state, buffer, jax.random.fold_in(k_train, i))
+    for i in range(first, last):
+        state, metrics = chunk(state, buffer, jax.random.fold_in(_keys(cfg)[2], i))
         metrics = {k: float(v) for k, v in metrics.items()}
-        done = (i + 1) * cfg.train.chunk
-        elapsed = time.perf_counter() - t0
-        eta = elapsed / (i + 1) * (num_chunks - i - 1)
+        done = (i + 1) * t.chunk
+        if done % t.checkpoint_every == 0 or i + 1 == num_chunks:
+            meta = {"config": configlib.to_dict(cfg)}
+            checkpoint.save(run_dir / "checkpoints", done, Training(state.learner, buffer), meta, max_to_keep=2)
+        rate = (i + 1 - first) * t.chunk / (time.perf_counter() - t0)
         progress.log({"phase": "train", "updates": done, **metrics})
         progress.say(
-            f"train: {done}/{num_chunks * cfg.train.chunk} updates ({done / elapsed:.0f}/s, ETA {eta:.0f} s) "
+            f"train: {done}/{t.updates} updates ({rate:.0f}/s, ETA {(t.updates - done) / rate:.0f} s) "
             f"pred {metrics['pred_loss']:.4f} z_std {metrics['z_std']:.2f} rank {metrics['z_rank']:.1f}"
             + (f" critic {metrics['critic_loss']:.4f}" if "critic_loss" in metrics else "")
         )
-    return state, env_steps
+    return state
 
 
 def evaluate_run(cfg: ExperimentConfig, agent: Agent, state: AgentState, controllers=CONTROLLERS) -> dict:
     """Success per controller on `cfg.eval.episodes` batched episodes from the fixed eval seed."""
     eval_env = make_env(cfg, auto_reset=False)
+    e = cfg.eval
     return evaluate(
-        agent, state, eval_env, jax.random.key(cfg.eval.seed), cfg.eval.episodes, cfg.env.episode_length, controllers
+        agent, state, eval_env, jax.random.key(e.seed), e.episodes, cfg.env.episode_length, controllers, e.success
     )
 
 
@@ -121,41 +170,71 @@ def summarize(results: dict, env_steps: int, wall_time: float, updates: int) -> 
     return summary
 
 
-def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False) -> dict:
-    """`ami train`: the whole experiment; returns the summary written to `run_dir/summary.json`."""
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}} -> {"a.b": 1}`."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for key, sub in tree.items():
+        out.update(_flat(sub, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _check_same_run(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """Raises `ConfigError` when `run_dir` holds checkpoints of a run with another config."""
+    saved_path = run_dir / "config.yaml"
+    if checkpoint.latest_step(run_dir / "checkpoints") is None or not saved_path.exists():
+        return
+    saved = _flat(configlib.to_dict(configlib.load(ExperimentConfig, saved_path)))
+    now = _flat(configlib.to_dict(cfg))
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:5])
+        raise configlib.ConfigError(
+            f"{run_dir} holds checkpoints of a run with a different config ({shown}); "
+            "resume it with the same config or pass another --run-dir"
+        )
+
+
+def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_chunks: int | None = None) -> dict:
+    """`ami train`: the whole experiment; returns the summary written to `run_dir/summary.json`.
+
+    A run directory that already holds checkpoints of the same config is resumed from the
+    newest one (a killed run continues where it stopped, bit for bit). With `max_chunks`, at
+    most that many training chunks run in this call; if training is then unfinished the
+    summary is `{"status": "unfinished", "updates": ...}` and nothing is evaluated.
+    """
     start = time.perf_counter()
     cfg, env, agent = build(cfg)
     _check_replay(cfg, env)
     run_dir = Path(run_dir)
+    _check_same_run(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     configlib.dump(cfg, run_dir / "config.yaml")
     progress = Progress(run_dir, quiet)
-    state, env_steps = train_model(cfg, env, agent, progress)
-    checkpoint.save(
-        run_dir / "checkpoints",
-        int(state.learner.step),
-        state.learner,
-        {"config": configlib.to_dict(cfg)},
-        max_to_keep=2,
-    )
+    state = train_model(cfg, env, agent, run_dir, progress, max_chunks)
+    updates = int(state.learner.step)
+    if updates < cfg.train.updates:
+        return {"status": "unfinished", "updates": updates}
     t0 = time.perf_counter()
-    controllers = CONTROLLERS if cfg.eval.baselines else ("learned",)
+    controllers = cfg.eval.controllers
     results = evaluate_run(cfg, agent, state, controllers)
     progress.say(
         f"evaluate: {cfg.eval.episodes} episodes x {len(controllers)} controllers in "
         f"{time.perf_counter() - t0:.1f} s: " + ", ".join(f"{k} {v['success_rate']:.3f}" for k, v in results.items())
     )
-    summary = summarize(results, env_steps, time.perf_counter() - start, int(state.learner.step))
+    env_steps = cfg.data.num_envs * cfg.data.steps_per_env
+    summary = summarize(results, env_steps, time.perf_counter() - start, updates)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     progress.log({"phase": "summary", **{k: v for k, v in summary.items() if k != "controllers"}})
     return summary
 
 
 def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, Agent, AgentState]:
-    """The config, agent and trained state of a finished run (from its latest checkpoint)."""
+    """The config, agent and trained state of a run (from its newest readable checkpoint)."""
     run_dir = Path(run_dir)
     cfg = configlib.load(ExperimentConfig, run_dir / "config.yaml")
-    cfg, _, agent = build(cfg)
+    cfg, env, agent = build(cfg)
     fresh = agent.init(jax.random.key(0), 1)
-    learner, _ = checkpoint.restore(run_dir / "checkpoints", target=fresh.learner, fallback=True)
-    return cfg, agent, AgentState(learner, fresh.memory, jnp.zeros((), jnp.int32))
+    saved, _ = checkpoint.restore(run_dir / "checkpoints", target=training_target(cfg, env, agent), fallback=True)
+    return cfg, agent, AgentState(saved.learner, fresh.memory, jnp.zeros((), jnp.int32))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import envs
-from ami import cost, run, world_model
+from ami import cost, nn, run, world_model
 from ami.agent import UpdateBatch
 from ami.config import ExperimentConfig, load_experiment
 from ami.configurator import Task, resolve
@@ -356,8 +356,8 @@ def test_fourier_features_shape_identity_and_metric_critic_symmetry():
     from ami import cost
 
     z = jax.random.normal(jax.random.key(0), (5, 4))
-    np.testing.assert_array_equal(cost.fourier_features(4, 0, 1.0)(z), z)
-    out = cost.fourier_features(4, 3, 2.0)(z)
+    np.testing.assert_array_equal(nn.fourier_features(4, 0, 1.0)(z), z)
+    out = nn.fourier_features(4, 3, 2.0)(z)
     assert out.shape == (5, 4 + 6)
     np.testing.assert_allclose(out[:, 4:7] ** 2 + out[:, 7:] ** 2, 1.0, rtol=1e-5)
     critic = cost.make_critic(4, (8,), fourier=3, fourier_scale=2.0)

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -144,7 +145,7 @@ def test_user_env_trains_and_evaluates_end_to_end(user_module, tmp_path, capsys)
         "env.episode_length=30",
         "env.kwargs={speed: 0.15}",
         "critic.enabled=false",
-        "eval.baselines=false",
+        "eval.controllers=[learned]",
         "train.updates=200",
     ]
     assert cli.main(["train", str(QUICKSTART), *overrides, "--run-dir", str(run_dir)]) == 0
@@ -163,3 +164,47 @@ def test_user_env_trains_and_evaluates_end_to_end(user_module, tmp_path, capsys)
     assert cli.main(["eval", str(run_dir)]) == 0
     out = last_json(capsys.readouterr().out)
     assert out["success_rate"] == summary["success_rate"]
+
+
+def _checkpointed(run_dir: Path):
+    from ami import checkpoint
+
+    step = checkpoint.latest_step(run_dir / "checkpoints")
+    return step, checkpoint.restore(run_dir / "checkpoints", step)[0]
+
+
+def test_a_killed_run_resumes_exactly_where_it_stopped(tmp_path):
+    """Training in slices (as after a kill) ends bit for bit where an uninterrupted run ends."""
+    from ami import configlib, run
+    from ami.config import load_experiment
+
+    overrides = [*TINY, "train.checkpoint_every=100", "eval.controllers=[learned]", "eval.episodes=8"]
+    cfg = load_experiment(QUICKSTART, overrides)
+    whole = run.train(cfg, tmp_path / "whole", quiet=True)
+    sliced_dir = tmp_path / "sliced"
+    assert run.train(cfg, sliced_dir, quiet=True, max_chunks=2) == {"status": "unfinished", "updates": 200}
+    assert sorted(int(p.name) for p in (sliced_dir / "checkpoints").iterdir()) == [100, 200]
+    sliced = run.train(cfg, sliced_dir, quiet=True)
+    assert sliced["success_rate"] == whole["success_rate"]
+    (step_a, saved_a), (step_b, saved_b) = _checkpointed(tmp_path / "whole"), _checkpointed(sliced_dir)
+    assert step_a == step_b == 300
+    for a, b in zip(jax_leaves(saved_a), jax_leaves(saved_b), strict=True):
+        np.testing.assert_array_equal(a, b)
+    phases = [line["phase"] for line in read_metrics(sliced_dir)]
+    assert phases == ["collect", "train", "train", "resume", "train", "summary"]
+    train_a = [line for line in read_metrics(tmp_path / "whole") if line["phase"] == "train"]
+    train_b = [line for line in read_metrics(sliced_dir) if line["phase"] == "train"]
+    strip = lambda line: {k: v for k, v in line.items() if k != "wall_time_s"}  # noqa: E731
+    assert [strip(x) for x in train_a] == [strip(x) for x in train_b]
+    other = load_experiment(QUICKSTART, [*overrides[:-1], "eval.episodes=9"])
+    with pytest.raises(configlib.ConfigError, match=r"eval\.episodes: 8 -> 9"):
+        run.train(other, sliced_dir, quiet=True)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return [
+        np.asarray(jax.random.key_data(x)) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+        for x in jax.tree.leaves(tree)
+    ]
