@@ -177,7 +177,9 @@ def _model_update(cfg: ExperimentConfig, modules: dict, learner: Learner, batch:
     return model_params, opt_state, target, metrics
 
 
-def _critic_update(cfg: ExperimentConfig, modules: dict, learner: Learner, encoder, batch: UpdateBatch):
+def _critic_update(
+    cfg: ExperimentConfig, modules: dict, learner: Learner, encoder, predictor, batch: UpdateBatch, key: jax.Array
+):
     _, tx = _optimizers(cfg)
     critic, c = modules["critic"], cfg.critic
     enc = modules["perception"].encode
@@ -188,6 +190,12 @@ def _critic_update(cfg: ExperimentConfig, modules: dict, learner: Learner, encod
     def loss_fn(p):
         if c.objective == "distance":
             return cost.distance_loss(p, critic, z, z_next, goal, c.max_distance, c.penalty)
+        if c.objective == "model":
+            actions = jax.random.uniform(key, (c.model_actions, modules["world_model"].action_size), minval=-1.0)
+            predict = partial(modules["world_model"].predict, jax.lax.stop_gradient(predictor))
+            return cost.model_critic_loss(
+                p, learner.target_critic, critic, predict, z, z_next, goal, batch.pair_at_goal, actions, c.gamma
+            )
         return cost.critic_loss(
             p, learner.target_critic, critic, z, z_next, goal, batch.pair_at_goal, c.gamma, c.expectile
         )
@@ -202,12 +210,12 @@ def _critic_update(cfg: ExperimentConfig, modules: dict, learner: Learner, encod
 def update(cfg: ExperimentConfig, modules: dict, state: AgentState, batch: UpdateBatch) -> tuple[AgentState, dict]:
     """One gradient step of the world model (JEPA loss) and, if enabled, of the critic."""
     learner = state.learner
-    key, k_model = jax.random.split(learner.key)
+    key, k_model, k_critic = jax.random.split(learner.key, 3)
     model_params, model_opt, target_encoder, metrics = _model_update(cfg, modules, learner, batch, k_model)
     critic_params, critic_opt, target_critic = learner.params["critic"], learner.critic_opt, learner.target_critic
     if modules["critic"] is not None:
         critic_params, critic_opt, target_critic, critic_metrics = _critic_update(
-            cfg, modules, learner, model_params["encoder"], batch
+            cfg, modules, learner, model_params["encoder"], model_params["predictor"], batch, k_critic
         )
         metrics.update(critic_metrics)
     params = {**model_params, "critic": critic_params}

@@ -101,12 +101,14 @@ class WorldModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CriticConfig:
-    """Goal-conditioned cost-to-go (`ami.cost`): expectile TD with hindsight goals (`td`) or the
+    """Goal-conditioned cost-to-go (`ami.cost`): expectile TD with hindsight goals (`td`), value
+    iteration through the world model over `model_actions` random actions (`model`), or the
     constrained shortest-path distance (`distance`, metric critic only)."""
 
     enabled: bool = True
     kind: Literal["metric", "mlp"] = "metric"
-    objective: Literal["td", "distance"] = "td"
+    objective: Literal["td", "model", "distance"] = "td"
+    model_actions: int = 16
     fourier_features: int = 0
     fourier_scale: float = 1.0
     max_distance: float = 100.0
@@ -129,6 +131,7 @@ class CriticConfig:
         check(self.max_distance > 1.0, "max_distance", "must be > 1 (steps)")
         check(self.penalty > 0.0, "penalty", "must be > 0")
         check(self.fourier_features >= 0, "fourier_features", "must be >= 0")
+        check(self.model_actions >= 1, "model_actions", "must be >= 1")
         check(self.objective == "td" or self.kind == "metric", "objective", "'distance' needs kind: metric")
 
 

@@ -120,6 +120,35 @@ def critic_loss(
     return loss, {"critic_loss": loss, "critic_mean": jnp.mean(pred), "critic_max": jnp.max(pred)}
 
 
+def model_critic_loss(
+    params: Params,
+    target_params: Params,
+    critic: Critic,
+    predict: Callable[[jax.Array, jax.Array], jax.Array],
+    z: jax.Array,
+    z_next: jax.Array,
+    goal: jax.Array,
+    at_goal: jax.Array,
+    actions: jax.Array,
+    gamma: float,
+) -> tuple[jax.Array, dict]:
+    """Value iteration through the world model: the Bellman optimality backup, least squares.
+
+    The best next state is chosen among the observed `z_next [B, D]` and the world model's
+    predictions `predict(z, a_k)` for `actions [K, A]`, so the backup takes a minimum over
+    actions instead of a low expectile of the behaviour's successors:
+
+        target = 0 if at the goal, else 1 + gamma * min(C_target(z_next, g), min_k C_target(predict(z, a_k), g))
+    """
+    candidates = jax.vmap(lambda a: predict(z, jnp.broadcast_to(a, (*z.shape[:-1], a.shape[-1]))))(actions)
+    imagined = jnp.min(critic.apply(target_params, candidates, goal[None]), axis=0)  # [B]
+    best = jnp.minimum(imagined, critic.apply(target_params, z_next, goal))
+    target = jax.lax.stop_gradient(jnp.where(at_goal > 0, 0.0, 1.0 + gamma * best))
+    pred = critic.apply(params, z, goal)
+    loss = jnp.mean((target - pred) ** 2)
+    return loss, {"critic_loss": loss, "critic_mean": jnp.mean(pred), "critic_max": jnp.max(pred)}
+
+
 def distance_loss(
     params: Params,
     critic: Critic,

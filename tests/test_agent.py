@@ -390,3 +390,19 @@ def test_inverse_dynamics_head_is_trained_when_weighted():
     assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
     agent_without_inverse = run.build(_cfg("critic.enabled=false"))[2]
     assert agent_without_inverse.init(jax.random.key(0), 1).learner.params["inverse"] is None
+
+
+def test_model_critic_backup_takes_the_best_imagined_or_observed_successor():
+    """target = 1 + gamma * min(C(z_next, g), min_k C(predict(z, a_k), g)); 0 at the goal; least squares."""
+    critic = cost.Critic(init=None, apply=lambda p, z, g: jnp.sum(jnp.abs(z - g), -1))
+    predict = lambda z, a: z + a  # noqa: E731
+    z = jnp.array([[3.0], [3.0], [1.0]])
+    z_next = jnp.array([[2.5], [1.5], [1.0]])
+    goal = jnp.zeros((3, 1))
+    at_goal = jnp.array([0.0, 0.0, 1.0])
+    actions = jnp.array([[-1.0], [0.0], [1.0]])
+    loss, metrics = cost.model_critic_loss(None, None, critic, predict, z, z_next, goal, at_goal, actions, 0.9)
+    targets = np.array([1 + 0.9 * 2.0, 1 + 0.9 * 1.5, 0.0])  # imagined 2 beats observed 2.5; observed 1.5 wins
+    preds = np.array([3.0, 3.0, 1.0])
+    np.testing.assert_allclose(loss, np.mean((targets - preds) ** 2), rtol=1e-6)
+    np.testing.assert_allclose(metrics["critic_mean"], preds.mean(), rtol=1e-6)
