@@ -89,29 +89,28 @@ def _keys(cfg: ExperimentConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
     return k_data, k_init, k_train
 
 
-def training_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> Training:
-    """The structure of a training checkpoint (abstract replay; nothing is collected)."""
-    k_data, k_init, _ = _keys(cfg)
-    buffer = jax.eval_shape(lambda k: _collect(cfg, env, k), k_data)
-    return Training(agent.init(k_init, 1).learner, buffer)
+def _replay_shape(cfg: ExperimentConfig, env: envs.Env) -> replay.ReplayState:
+    """The abstract replay buffer of a run (shapes and dtypes; nothing is collected)."""
+    return jax.eval_shape(lambda k: _collect(cfg, env, k), _keys(cfg)[0])
 
 
 def _start(cfg, env, agent, run_dir: Path, progress: Progress) -> tuple[AgentState, replay.ReplayState]:
     """A fresh start (collect the data, init the agent) or the newest checkpoint of `run_dir`."""
     ckpt = run_dir / "checkpoints"
     k_data, k_init, _ = _keys(cfg)
+    state = agent.init(k_init, 1)
     if checkpoint.latest_step(ckpt) is not None:
-        saved, _ = checkpoint.restore(ckpt, target=training_target(cfg, env, agent), fallback=True)
-        state = agent.init(k_init, 1)._replace(learner=saved.learner)
+        target = Training(state.learner, _replay_shape(cfg, env))
+        saved, _ = checkpoint.restore(ckpt, target=target, fallback=True)
         progress.say(f"resume: from update {int(saved.learner.step)} of {ckpt}")
         progress.log({"phase": "resume", "updates": int(saved.learner.step)})
-        return state, saved.replay
+        return state._replace(learner=saved.learner), saved.replay
     t0 = time.perf_counter()
     buffer = jax.block_until_ready(jax.jit(lambda k: _collect(cfg, env, k))(k_data))
     env_steps = cfg.data.num_envs * cfg.data.steps_per_env
     progress.say(f"collect: {env_steps} env steps in {time.perf_counter() - t0:.1f} s")
     progress.log({"phase": "collect", "env_steps": env_steps})
-    return agent.init(k_init, 1), buffer
+    return state, buffer
 
 
 def train_model(
@@ -129,9 +128,10 @@ def train_model(
     num_chunks = t.updates // t.chunk
     first = int(state.learner.step) // t.chunk
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
+    k_train = _keys(cfg)[2]
     t0 = time.perf_counter()
     for i in range(first, last):
-        state, metrics = chunk(state, buffer, jax.random.fold_in(_keys(cfg)[2], i))
+        state, metrics = chunk(state, buffer, jax.random.fold_in(k_train, i))
         metrics = {k: float(v) for k, v in metrics.items()}
         done = (i + 1) * t.chunk
         if done % t.checkpoint_every == 0 or i + 1 == num_chunks:
@@ -236,5 +236,6 @@ def load_run(run_dir: str | Path) -> tuple[ExperimentConfig, Agent, AgentState]:
     cfg = configlib.load(ExperimentConfig, run_dir / "config.yaml")
     cfg, env, agent = build(cfg)
     fresh = agent.init(jax.random.key(0), 1)
-    saved, _ = checkpoint.restore(run_dir / "checkpoints", target=training_target(cfg, env, agent), fallback=True)
+    target = Training(fresh.learner, _replay_shape(cfg, env))
+    saved, _ = checkpoint.restore(run_dir / "checkpoints", target=target, fallback=True)
     return cfg, agent, AgentState(saved.learner, fresh.memory, jnp.zeros((), jnp.int32))
