@@ -82,7 +82,13 @@ def make_modules(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size:
     p, w = cfg.perception, cfg.world_model
     modules = {
         "perception": perception.make_perception(
-            obs_shape, p.latent_size, p.hidden, p.activation, fourier=p.fourier_features, fourier_scale=p.fourier_scale
+            obs_shape,
+            p.latent_size,
+            p.hidden,
+            p.activation,
+            fourier=p.fourier_features,
+            fourier_scale=p.fourier_scale,
+            normalize=p.normalize,
         ),
         "world_model": world_model.make_world_model(p.latent_size, action_size, w.hidden, w.activation),
         "critic": cost.make_critic(
@@ -114,15 +120,30 @@ def make_modules(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size:
 def _optimizers(cfg: ExperimentConfig) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
     t = cfg.train
 
+    def decayed(params):  # fixed observation statistics are never decayed (nor trained: zero gradient)
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: not any(getattr(k, "key", None) in FIXED for k in path), params
+        )
+
     def make():
         return optax.chain(
-            optax.clip_by_global_norm(t.grad_clip), optax.adamw(t.learning_rate, weight_decay=t.weight_decay)
+            optax.clip_by_global_norm(t.grad_clip),
+            optax.adamw(t.learning_rate, weight_decay=t.weight_decay, mask=decayed),
         )
 
     return make(), make()
 
 
 MODEL_PARTS = ("encoder", "predictor", "inverse")
+FIXED = (perception.OBS_MEAN, perception.OBS_STD)
+
+
+def with_obs_stats(state: AgentState, obs: jax.Array) -> AgentState:
+    """`state` whose encoder and target encoder standardise observations like `obs [..., O]`."""
+    learner = state.learner
+    params = {**learner.params, "encoder": perception.with_obs_stats(learner.params["encoder"], obs)}
+    target = perception.with_obs_stats(learner.target_encoder, obs)
+    return state._replace(learner=learner._replace(params=params, target_encoder=target))
 
 
 def _model_part(params: dict) -> dict:

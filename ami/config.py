@@ -53,13 +53,15 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PerceptionConfig:
-    """The encoder; `fourier_features > 0` adds random Fourier features of vector observations."""
+    """The encoder; `fourier_features > 0` adds random Fourier features of vector observations;
+    `normalize` standardises them with the mean and std of the collected data."""
 
     latent_size: int = 16
     hidden: tuple[int, ...] = (128, 128)
     activation: str = "mish"
     fourier_features: int = 0
     fourier_scale: float = 1.0
+    normalize: bool = False
 
     def validate(self) -> None:
         check(self.latent_size >= 1, "latent_size", "must be >= 1")

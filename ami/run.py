@@ -18,7 +18,7 @@ import numpy as np
 
 import envs
 from ami import checkpoint, configlib, replay
-from ami.agent import Agent, AgentState, make_agent
+from ami.agent import Agent, AgentState, make_agent, with_obs_stats
 from ami.config import ExperimentConfig
 from ami.configurator import Task, resolve
 from ami.evaluate import CONTROLLERS, evaluate
@@ -110,6 +110,8 @@ def _start(cfg, env, agent, run_dir: Path, progress: Progress) -> tuple[AgentSta
     env_steps = cfg.data.num_envs * cfg.data.steps_per_env
     progress.say(f"collect: {env_steps} env steps in {time.perf_counter() - t0:.1f} s")
     progress.log({"phase": "collect", "env_steps": env_steps})
+    if cfg.perception.normalize:
+        state = with_obs_stats(state, buffer.data.obs)
     return state, buffer
 
 

@@ -406,3 +406,26 @@ def test_model_critic_backup_takes_the_best_imagined_or_observed_successor():
     preds = np.array([3.0, 3.0, 1.0])
     np.testing.assert_allclose(loss, np.mean((targets - preds) ** 2), rtol=1e-6)
     np.testing.assert_allclose(metrics["critic_mean"], preds.mean(), rtol=1e-6)
+
+
+def test_normalized_encoder_standardises_with_fixed_statistics_that_updates_never_change(batch):
+    """`perception.normalize`: encode(obs) == net(standardised obs); the statistics survive updates exactly."""
+    from ami import agent as agent_lib
+    from ami import perception
+
+    cfg, _, agent = build("perception.normalize=true")
+    state = agent.init(jax.random.key(0), N)
+    obs = jnp.array([[0.5, -1.0], [1.5, 3.0], [2.5, 5.0]])
+    state = agent_lib.with_obs_stats(state, obs)
+    enc = state.learner.params["encoder"]
+    np.testing.assert_allclose(enc[perception.OBS_MEAN], [1.5, 7.0 / 3.0], rtol=1e-6)
+    np.testing.assert_allclose(enc[perception.OBS_STD], np.std(np.asarray(obs), axis=0), rtol=1e-6)
+    plain = perception.make_perception((2,), cfg.perception.latent_size, cfg.perception.hidden)
+    standardised = (obs - enc[perception.OBS_MEAN]) / enc[perception.OBS_STD]
+    encode = agent.modules["perception"].encode
+    np.testing.assert_allclose(encode(enc, obs), plain.encode(enc["net"], standardised), rtol=1e-6)
+    after, _ = jax.jit(agent.update)(state, batch)
+    for name in (perception.OBS_MEAN, perception.OBS_STD):
+        np.testing.assert_array_equal(after.learner.params["encoder"][name], enc[name])
+        np.testing.assert_array_equal(after.learner.target_encoder[name], enc[name])
+    assert any(_leaves_changed(enc["net"], after.learner.params["encoder"]["net"]))
