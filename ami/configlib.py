@@ -25,7 +25,6 @@ import dataclasses
 import difflib
 import functools
 import os
-import re
 import reprlib
 import types
 import typing
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from ami import yamlio
 
 __all__ = [
     "ConfigError",
@@ -294,50 +295,6 @@ def to_dict(obj: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- YAML
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML loader that reads scalars as YAML 1.2 does and rejects duplicate keys.
-
-    `1e-3` is a float and `yes`/`no`/`on`/`off` are strings (YAML 1.1 reads them as booleans).
-    """
-
-
-# PyYAML follows YAML 1.1, where `country: no` is False: keep only true/false as booleans.
-_BOOL_TAG = "tag:yaml.org,2002:bool"
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-# YAML 1.1 also needs a dot in a float, so `lr: 1e-3` would load as the string '1e-3'.
-_EXP_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789"))
-
-
-class _Dumper(yaml.SafeDumper):
-    """Safe YAML dumper that quotes any string either YAML 1.1 or `_Loader` would read as non-string."""
-
-
-_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXP_FLOAT, list("-+0123456789"))
-_Dumper.add_representer(list, lambda dumper, v: dumper.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-            continue
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _yaml_error(where: str, err: yaml.YAMLError) -> ConfigError:
     mark = getattr(err, "problem_mark", None)
     place = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
@@ -350,7 +307,7 @@ def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader subclass
+        data = yamlio.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise _yaml_error(str(path), err) from err
     if data is None:
@@ -362,7 +319,7 @@ def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def dumps(obj: Any) -> str:
     """The resolved config `obj` as YAML text, fields in declaration order."""
-    return yaml.dump(to_dict(obj), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return yamlio.safe_dump(to_dict(obj))
 
 
 def dump(obj: Any, path: str | os.PathLike[str]) -> Path:
@@ -383,7 +340,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not eq or not key or any(not part.strip() for part in key.split(".")):
         raise ConfigError(f"malformed override {text!r}: expected dotted.key=VALUE")
     try:
-        value = yaml.load(raw.strip(), Loader=_Loader)  # a SafeLoader subclass
+        value = yamlio.safe_load(raw.strip())
     except yaml.YAMLError as err:
         raise _yaml_error(f"override {text!r}", err) from err
     return ".".join(part.strip() for part in key.split(".")), value
