@@ -101,15 +101,8 @@ def make_modules(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size:
         if cfg.critic.enabled
         else None,
     }
-    planner_options = {
-        "iterations": cfg.planner.iterations,
-        "restarts": cfg.planner.restarts,
-        "learning_rate": cfg.planner.learning_rate,
-        "init": cfg.planner.init,
-        **cfg.planner.options,
-    }
     modules["planner"] = make_planner(
-        cfg.planner.name, horizon=cfg.planner.horizon, action_size=action_size, **planner_options
+        cfg.planner.name, horizon=cfg.planner.horizon, action_size=action_size, **cfg.planner.planner_options()
     )
     modules["energy_weights"] = energy_weights(cfg)
     modules["energy"] = cost.make_energy(modules["world_model"], modules["critic"], modules["energy_weights"])

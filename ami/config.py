@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from ami import configlib
+from ami import actor, configlib
 from ami.configlib import ConfigError, check
 from ami.nn import ACTIVATIONS
 
@@ -154,22 +154,48 @@ class CostConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PlannerConfig:
-    """The actor's planner and receding-horizon control; None: chosen by the configurator."""
+    """The actor's planner and receding-horizon control; None: chosen by the configurator.
+
+    `name` is a registered planner (`ami.actor.planner_names()`). The common settings
+    (`iterations`, `restarts`, `population`, `learning_rate`, `init`) reach the planner when
+    its kind has that option; setting one the kind lacks is an error. `options` holds the
+    kind's other options (`ami.actor.planner_defaults(name)`), checked here by name.
+    """
 
     name: str = "gradient"
     horizon: int | None = None
     iterations: int | None = None
     restarts: int | None = None
+    population: int | None = None
     learning_rate: float | None = None
     replan_every: int | None = None
     init: Literal["uniform", "constant", "zeros"] = "constant"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
-        for name in ("horizon", "iterations", "restarts", "replan_every"):
+        for name in ("horizon", "iterations", "restarts", "population", "replan_every"):
             value = getattr(self, name)
             check(value is None or value >= 1, name, "must be >= 1")
         check(self.learning_rate is None or self.learning_rate > 0, "learning_rate", "must be > 0")
+        known = actor.planner_names()
+        check(self.name in known, "name", f"unknown planner {self.name!r}; known planners: {', '.join(known)}")
+        declared = actor.planner_defaults(self.name)
+        for name in PLANNER_COMMON[:-1]:
+            lacks = getattr(self, name) is not None and name not in declared
+            check(not lacks, name, f"planner {self.name!r} has no option {name!r} (its options: {sorted(declared)})")
+        common = sorted(set(self.options) & set(PLANNER_COMMON))
+        check(not common, "options", f"set {', '.join(common)} as planner.<name>, not in planner.options")
+        unknown = sorted(set(self.options) - set(declared))
+        check(not unknown, "options", f"planner {self.name!r} has no option(s) {unknown}; known: {sorted(declared)}")
+
+    def planner_options(self) -> dict[str, Any]:
+        """The options `ami.actor.make_planner(self.name, ...)` receives (after the configurator)."""
+        declared = actor.planner_defaults(self.name)
+        common = {k: getattr(self, k) for k in PLANNER_COMMON if k in declared and getattr(self, k) is not None}
+        return {**common, **self.options}
+
+
+PLANNER_COMMON = ("iterations", "restarts", "population", "learning_rate", "init")
 
 
 @dataclasses.dataclass(frozen=True)

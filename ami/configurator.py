@@ -9,8 +9,10 @@ or on the command line is kept as given). The rule it applies:
   energy is only the latent goal distance, so the plan must reach the goal itself:
   `H = clip(episode_length // 2, 16, 64)`.
 * Re-planning: every `max(1, H // 4)` steps (receding horizon, warm-started).
-* Compute budget (`eval.budget`): `small`, `medium`, `large` give restarts 4 / 8 / 16
-  and Adam iterations 16 / 30 / 50, learning rate 0.3 (in half-ranges of the bounds).
+* Compute budget (`eval.budget`): `small`, `medium`, `large` give the gradient planner
+  restarts 4 / 8 / 16 and Adam iterations 16 / 30 / 50, learning rate 0.3 (in half-ranges
+  of the bounds); sampling planners (those with a `population` option) get populations
+  64 / 256 / 1024 and iterations 4 / 8 / 12. Only settings the planner has are filled.
 * Cost weights: with the critic, the energy is the critic's cost-to-go averaged over the
   imagined states plus the latent goal distance weighted 0.1 (a tie-breaker near the
   goal); without it, the latent goal distance of the last imagined state (weight 1).
@@ -21,9 +23,11 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+from ami import actor
 from ami.config import ExperimentConfig
 
 BUDGETS = {"small": (4, 16), "medium": (8, 30), "large": (16, 50)}
+SAMPLING_BUDGETS = {"small": (64, 4), "medium": (256, 8), "large": (1024, 12)}
 
 
 class Task(NamedTuple):
@@ -41,6 +45,19 @@ def _fill(section, **choices):
     return dataclasses.replace(section, **updates)
 
 
+def _search(cfg: ExperimentConfig) -> dict:
+    """The planner's search settings for the budget, only those its kind has."""
+    declared = actor.planner_defaults(cfg.planner.name)
+    if "population" in declared:
+        population, iterations = SAMPLING_BUDGETS[cfg.eval.budget]
+        choices = {"population": population, "iterations": iterations}
+    else:
+        restarts, iterations = BUDGETS[cfg.eval.budget]
+        choices = {"restarts": restarts, "iterations": iterations}
+    choices["learning_rate"] = 0.3
+    return {k: v for k, v in choices.items() if k in declared}
+
+
 def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
     """The complete config for `task`: every `None` chosen by the rule in the module docstring."""
     if not task.goal_conditioned:
@@ -52,15 +69,7 @@ def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
     horizon = cfg.planner.horizon
     if horizon is None:
         horizon = min(max(task.episode_length // 6, 8), 32) if critic else min(max(task.episode_length // 2, 16), 64)
-    restarts, iterations = BUDGETS[cfg.eval.budget]
-    planner = _fill(
-        cfg.planner,
-        horizon=horizon,
-        replan_every=max(1, horizon // 4),
-        restarts=restarts,
-        iterations=iterations,
-        learning_rate=0.3,
-    )
+    planner = _fill(cfg.planner, horizon=horizon, replan_every=max(1, horizon // 4), **_search(cfg))
     cost = _fill(
         cfg.cost, goal_weight=0.1 if critic else 1.0, critic_weight=1.0 if critic else 0.0, terminal=not critic
     )

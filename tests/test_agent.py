@@ -13,8 +13,9 @@ import pytest
 
 import envs
 from ami import cost, nn, run, world_model
+from ami.actor import planner_defaults
 from ami.agent import UpdateBatch
-from ami.config import ExperimentConfig, load_experiment
+from ami.config import PLANNER_COMMON, ExperimentConfig, load_experiment
 from ami.configurator import Task, resolve
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
@@ -286,11 +287,13 @@ def test_resolve_rejects_a_task_without_goals():
 
 
 def _nones(cfg, path: str = "") -> list[str]:
-    """Dotted names of the fields still None (a resolved config has none)."""
+    """Dotted names of the fields still None (a resolved config has none but the common planner
+    settings its planner kind lacks)."""
     out = []
     for name, value in vars(cfg).items():
         key = f"{path}.{name}" if path else name
-        if value is None:
+        lacks = key.startswith("planner.") and name in PLANNER_COMMON and name not in planner_defaults(cfg.name)
+        if value is None and not lacks:
             out.append(key)
         elif hasattr(value, "__dataclass_fields__"):
             out.extend(_nones(value, key))

@@ -48,6 +48,10 @@ def test_overrides_are_applied_and_typed():
             r"expected one of 'vicreg', 'sigreg', 'ema', 'none', got 'vicrg' \(str\); did you mean 'vicreg'\?",
         ),
         ("eval.budget=huge", "eval.budget", r"expected one of 'small', 'medium', 'large'"),
+        ("planner.name=gradeint", "planner.name", r"unknown planner 'gradeint'; known planners: .*gradient"),
+        ("planner.population=64", "planner.population", r"planner 'gradient' has no option 'population'"),
+        ("planner.options={iterations: 3}", "planner.options", r"set iterations as planner.<name>"),
+        ("planner.options={grad_clp: 1.0}", "planner.options", r"planner 'gradient' has no option\(s\) \['grad_clp'\]"),
     ],
 )
 def test_bad_values_name_the_key(override, key, pattern):
