@@ -22,13 +22,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ami import cost, memory, perception, world_model
+from ami import cost, memory, perception, policy, world_model
 from ami.actor import make_planner
 from ami.config import ExperimentConfig
 
 
 class Learner(NamedTuple):
-    """Everything `update` changes: parameters, their EMA targets, optimiser states, key, step."""
+    """Everything `update` changes: parameters, their EMA targets, optimiser states, key, step.
+
+    `params` holds `"encoder"`, `"predictor"`, `"inverse"`, `"critic"` and `"policy"` (None
+    when that part is off); `policy_opt` is None without a policy.
+    """
 
     params: dict
     target_encoder: Any
@@ -37,6 +41,7 @@ class Learner(NamedTuple):
     critic_opt: Any
     key: jax.Array
     step: jax.Array
+    policy_opt: Any = None
 
 
 class AgentState(NamedTuple):
@@ -101,6 +106,9 @@ def make_modules(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size:
         if cfg.critic.enabled
         else None,
     }
+    modules["policy"] = (
+        policy.make_policy(p.latent_size, action_size, cfg.policy.hidden, p.activation) if cfg.policy.enabled else None
+    )
     modules["planner"] = make_planner(
         cfg.planner.name, horizon=cfg.planner.horizon, action_size=action_size, **cfg.planner.planner_options()
     )
@@ -149,6 +157,7 @@ def _init_learner(cfg: ExperimentConfig, modules: dict, key: jax.Array) -> Learn
     params = {"encoder": modules["perception"].init(k_enc), "predictor": modules["world_model"].init(k_pred)}
     params["critic"] = modules["critic"].init(k_critic) if modules["critic"] is not None else None
     params["inverse"] = None
+    params["policy"] = modules["policy"].init(jax.random.fold_in(k_critic, 2)) if modules["policy"] else None
     if cfg.world_model.inverse_weight > 0:
         head = world_model.make_inverse_head(cfg.perception.latent_size, modules["world_model"].action_size)
         params["inverse"] = head.init(jax.random.fold_in(k_critic, 1), jnp.zeros(2 * cfg.perception.latent_size))
@@ -163,6 +172,7 @@ def _init_learner(cfg: ExperimentConfig, modules: dict, key: jax.Array) -> Learn
         critic_opt=critic_tx.init(params["critic"]),
         key=k_next,
         step=jnp.zeros((), jnp.int32),
+        policy_opt=critic_tx.init(params["policy"]) if modules["policy"] else None,
     )
 
 
@@ -221,8 +231,26 @@ def _critic_update(
     return params, opt_state, target, metrics
 
 
+def _policy_update(cfg: ExperimentConfig, modules: dict, learner: Learner, params: dict, batch: UpdateBatch):
+    """One step of the amortised policy on the energy of its imagined rollouts (model and critic fixed)."""
+    _, tx = _optimizers(cfg)
+    fixed = jax.lax.stop_gradient({"predictor": params["predictor"], "critic": params["critic"]})
+    enc = modules["perception"].encode
+    n = cfg.policy.batch_size
+    z0, goal = (jax.lax.stop_gradient(enc(params["encoder"], x[:n])) for x in (batch.pair_obs, batch.pair_goal))
+    predict = partial(modules["world_model"].predict, fixed["predictor"])
+    energy = partial(modules["energy"], fixed)
+
+    def loss_fn(p):
+        return policy.policy_loss(p, modules["policy"], predict, energy, z0, goal, cfg.planner.horizon)
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(learner.params["policy"])
+    updates, opt_state = tx.update(grads, learner.policy_opt, learner.params["policy"])
+    return optax.apply_updates(learner.params["policy"], updates), opt_state, metrics
+
+
 def update(cfg: ExperimentConfig, modules: dict, state: AgentState, batch: UpdateBatch) -> tuple[AgentState, dict]:
-    """One gradient step of the world model (JEPA loss) and, if enabled, of the critic."""
+    """One gradient step of the world model (JEPA loss) and, if enabled, of the critic and the policy."""
     learner = state.learner
     key, k_model, k_critic = jax.random.split(learner.key, 3)
     model_params, model_opt, target_encoder, metrics = _model_update(cfg, modules, learner, batch, k_model)
@@ -232,17 +260,47 @@ def update(cfg: ExperimentConfig, modules: dict, state: AgentState, batch: Updat
             cfg, modules, learner, model_params["encoder"], model_params["predictor"], batch, k_critic
         )
         metrics.update(critic_metrics)
-    params = {**model_params, "critic": critic_params}
-    learner = Learner(params, target_encoder, target_critic, model_opt, critic_opt, key, learner.step + 1)
+    params = {**model_params, "critic": critic_params, "policy": learner.params["policy"]}
+    policy_opt = learner.policy_opt
+    if modules["policy"] is not None:
+        params["policy"], policy_opt, policy_metrics = _policy_update(cfg, modules, learner, params, batch)
+        metrics.update(policy_metrics)
+    learner = Learner(params, target_encoder, target_critic, model_opt, critic_opt, key, learner.step + 1, policy_opt)
     return state._replace(learner=learner), metrics
 
 
+def policy_prior(modules: dict, params: dict, z0: jax.Array, goal: jax.Array, key: jax.Array) -> jax.Array | None:
+    """`[P, H, A]` proposals of the amortised policy from `z0 [D]` towards `goal [D]` (None without one)."""
+    if modules["policy"] is None:
+        return None
+    cfg, planner = modules["cfg"], modules["planner"]
+    predict = partial(modules["world_model"].predict, params["predictor"])
+    return policy.propose(
+        modules["policy"],
+        params["policy"],
+        predict,
+        z0,
+        goal,
+        planner.horizon,
+        cfg.policy.candidates,
+        cfg.policy.noise,
+        key,
+    )
+
+
 def plan_batch(modules: dict, params: dict, z0: jax.Array, goal: jax.Array, init: jax.Array, key: jax.Array):
-    """Plans for a batch: `z0, goal [N, D]`, warm starts `init [N, H, A]` -> `PlanResult [N]`."""
+    """Plans for a batch: `z0, goal [N, D]`, warm starts `init [N, H, A]` -> `PlanResult [N]`.
+
+    With an amortised policy its proposals are the planner's `prior` candidates.
+    """
     planner, energy = modules["planner"], modules["energy"]
 
     def one(z0_i, goal_i, init_i, key_i):
-        return planner.optimize(lambda a: energy(params, z0_i, goal_i, a), key_i, init_i)
+        k_plan, k_prior = jax.random.split(key_i)
+        prior = policy_prior(modules, params, z0_i, goal_i, k_prior)
+        if prior is None:
+            return planner.optimize(lambda a: energy(params, z0_i, goal_i, a), key_i, init_i)
+        return planner.optimize(lambda a: energy(params, z0_i, goal_i, a), k_plan, init_i, prior=prior)
 
     keys = jax.random.split(key, z0.shape[0])
     return jax.vmap(one)(z0, goal, init, keys)

@@ -138,6 +138,25 @@ class CriticConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """The amortised policy (`ami.policy`): trained on the planner's energy through the world
+    model; when enabled it proposes `candidates` action sequences (noise std `noise`) to the
+    planner at every decision."""
+
+    enabled: bool = False
+    hidden: tuple[int, ...] = (256, 256)
+    candidates: int = 8
+    noise: float = 0.3
+    batch_size: int = 256
+
+    def validate(self) -> None:
+        check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
+        check(self.candidates >= 1, "candidates", "must be >= 1")
+        check(self.noise >= 0.0, "noise", "must be >= 0")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class CostConfig:
     """Weights of the energy (`ami.cost`); None: chosen by the configurator."""
 
@@ -264,6 +283,7 @@ class ExperimentConfig:
     world_model: WorldModelConfig = dataclasses.field(default_factory=WorldModelConfig)
     critic: CriticConfig = dataclasses.field(default_factory=CriticConfig)
     cost: CostConfig = dataclasses.field(default_factory=CostConfig)
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     planner: PlannerConfig = dataclasses.field(default_factory=PlannerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
@@ -294,6 +314,7 @@ __all__ = [
     "ExperimentConfig",
     "PerceptionConfig",
     "PlannerConfig",
+    "PolicyConfig",
     "TrainConfig",
     "WorldModelConfig",
     "load_experiment",
