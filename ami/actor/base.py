@@ -7,11 +7,12 @@ over that problem's data, and `vmap`s `optimize` over keys or data as it likes.
 
 * `make_planner(name, horizon=, action_size=, action_low=, action_high=, **options)` checks
   the settings and returns a `Planner`: a record of static settings and a pure, jittable
-  `optimize(energy_fn, key, init=None) -> PlanResult`.
+  `optimize(energy_fn, key, init=None, prior=None) -> PlanResult`.
 * `register_planner` adds a planner kind to the registry `make_planner` reads.
 * Shared pieces for planner kinds: option checks, the `ActionSpace` with its unit
   coordinates (`to_unit` / `from_unit`: the box mapped to `[-1, 1]`), initial sequences
-  (`sample_unit_sequences`, `start_unit_sequences`), `safe_energy`, `check_energy`.
+  (`sample_unit_sequences`, `start_unit_sequences`), policy priors (`prior_unit_sequences`,
+  `replace_last`), `safe_energy`, `check_energy`.
 * `shift_plan`: drop the executed steps of a plan and pad it, for warm starts.
 """
 
@@ -79,9 +80,16 @@ class ActionSpace(NamedTuple):
 
 
 class OptimizeFn(Protocol):
-    """`optimize(energy_fn, key, init=None) -> PlanResult`; `init` is an `[H, A]` warm start."""
+    """`optimize(energy_fn, key, init=None, prior=None) -> PlanResult`.
 
-    def __call__(self, energy_fn: EnergyFn, key: Array, init: Array | None = None) -> PlanResult: ...
+    `init` is an `[H, A]` warm start (e.g. the shifted previous plan); `prior` is an optional
+    `[P, H, A]` array of candidate sequences in action units (e.g. proposed by an amortised
+    policy), used as the planner kind documents. Both are arrays and may be traced.
+    """
+
+    def __call__(
+        self, energy_fn: EnergyFn, key: Array, init: Array | None = None, prior: Array | None = None
+    ) -> PlanResult: ...
 
 
 class Planner(NamedTuple):
@@ -92,8 +100,9 @@ class Planner(NamedTuple):
       space: the `ActionSpace` searched.
       options: every option of the kind, defaults filled in, as sorted `(name, value)` pairs
         (`dict(planner.options)` to read them).
-      optimize: `optimize(energy_fn, key, init=None) -> PlanResult`, jittable and vmappable;
-        `energy_fn` maps one `[H, A]` sequence to a scalar energy.
+      optimize: `optimize(energy_fn, key, init=None, prior=None) -> PlanResult`, jittable and
+        vmappable; `energy_fn` maps one `[H, A]` sequence to a scalar energy, `init` is an
+        `[H, A]` warm start and `prior` a `[P, H, A]` array of candidate sequences.
     """
 
     name: str
@@ -299,6 +308,26 @@ def check_init(init: Array, space: ActionSpace) -> Array:
     if init.shape != space.shape:
         raise ValueError(f"init must have shape [H, A] = {list(space.shape)}, got {list(init.shape)}")
     return init
+
+
+def prior_unit_sequences(prior: Array, space: ActionSpace, capacity: int, slots: str) -> Array:
+    """A policy prior `[P, H, A]` (action units) -> `[P, H, A]` unit coordinates, clipped to `[-1, 1]`.
+
+    Raises `ValueError` naming `prior` unless it has shape `[P, H, A]` with `1 <= P <= capacity`
+    (`slots` names what the P sequences take the place of, for the message).
+    """
+    prior = jnp.asarray(prior, jnp.float32)
+    if prior.ndim != 3 or prior.shape[1:] != space.shape or prior.shape[0] < 1:
+        expected = ["P", *space.shape]
+        raise ValueError(f"prior must have shape [P, H, A] = {expected} with P >= 1, got {list(prior.shape)}")
+    if prior.shape[0] > capacity:
+        raise ValueError(f"prior holds {prior.shape[0]} sequences but there are only {capacity} {slots}")
+    return jnp.clip(to_unit(space, prior), -1.0, 1.0)
+
+
+def replace_last(sequences: Array, replacements: Array) -> Array:
+    """`sequences [N, H, A]` with its last `P` rows replaced by `replacements [P, H, A]` (`P <= N`)."""
+    return sequences.at[sequences.shape[0] - replacements.shape[0] :].set(replacements)
 
 
 def check_energy(energy: Array) -> Array:

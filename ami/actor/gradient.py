@@ -26,6 +26,11 @@ by the large gradients of far-off starts, which otherwise slows the final approa
 
 With `"tanh"` an optimum on a bound is approached but not reached (the gradient of tanh
 vanishes there); `"clip"` lands on it exactly.
+
+Policy prior: `optimize(..., prior=)` takes a `[P, H, A]` array of candidate sequences (action
+units, clipped into the box) with `1 <= P <= restarts`; they replace the starting points of
+the last `P` restarts (with `P == restarts` also restart 0, the warm start's). The evaluation
+count is unchanged. Without a prior the planner is exactly as above.
 """
 
 from __future__ import annotations
@@ -158,17 +163,22 @@ def step_restart(evaluate: Callable, optimizer: optax.GradientTransformation, pr
 
 
 def build(space: ActionSpace, options: Mapping[str, Any]) -> base.OptimizeFn:
-    """The `optimize(energy_fn, key, init=None) -> PlanResult` of a gradient planner."""
+    """The `optimize(energy_fn, key, init=None, prior=None) -> PlanResult` of a gradient planner."""
     param = _PARAMETERIZATION[options["parameterization"]]
     optimizer = make_optimizer(options)
     iterations, restarts = options["iterations"], options["restarts"]
     evaluations = np.int32(restarts * (iterations + 1))
 
-    def optimize(energy_fn: EnergyFn, key: Array, init: Array | None = None) -> PlanResult:
-        """Minimises `energy_fn: [H, A] -> []` from `restarts` starts; `init` is an `[H, A]` warm start."""
+    def optimize(energy_fn: EnergyFn, key: Array, init: Array | None = None, prior: Array | None = None) -> PlanResult:
+        """Minimises `energy_fn: [H, A] -> []` from `restarts` starts.
+
+        `init` is an `[H, A]` warm start; `prior` `[P, H, A]` replaces the last `P` starts.
+        """
         energy_and_grad = jax.value_and_grad(functools.partial(_energy_of_u, energy_fn, space, param.squash))
         evaluate = functools.partial(evaluate_safely, energy_and_grad)
         y0 = base.start_unit_sequences(key, space, restarts, options["init"], init, options["init_noise"])
+        if prior is not None:
+            y0 = base.replace_last(y0, base.prior_unit_sequences(prior, space, restarts, "restarts"))
         carry = jax.vmap(functools.partial(init_restart, evaluate, optimizer))(param.unsquash(y0))
         step = jax.vmap(functools.partial(step_restart, evaluate, optimizer, param.project))
 
