@@ -12,7 +12,9 @@ or on the command line is kept as given). The rule it applies:
 * Compute budget (`eval.budget`): `small`, `medium`, `large` give the gradient planner
   restarts 4 / 8 / 16 and Adam iterations 16 / 30 / 50, learning rate 0.3 (in half-ranges
   of the bounds); sampling planners (those with a `population` option) get populations
-  64 / 256 / 1024 and iterations 4 / 8 / 12. Only settings the planner has are filled.
+  64 / 256 / 1024 and iterations 4 / 8 / 12 (the hybrid planner: its proposer's
+  population; its refinement keeps its own learning rate). Only settings the planner has
+  are filled.
 * Cost weights: with the critic, the energy is the critic's cost-to-go averaged over the
   imagined states plus the latent goal distance weighted 0.1 (a tie-breaker near the
   goal); without it, the latent goal distance of the last imagined state (weight 1).
@@ -53,8 +55,7 @@ def _search(cfg: ExperimentConfig) -> dict:
         choices = {"population": population, "iterations": iterations}
     else:
         restarts, iterations = BUDGETS[cfg.eval.budget]
-        choices = {"restarts": restarts, "iterations": iterations}
-    choices["learning_rate"] = 0.3
+        choices = {"restarts": restarts, "iterations": iterations, "learning_rate": 0.3}
     return {k: v for k, v in choices.items() if k in declared}
 
 
