@@ -12,7 +12,8 @@ or on the command line is kept as given). The rule it applies:
 * Compute budget (`eval.budget`): `small`, `medium`, `large` give the gradient planner
   restarts 4 / 8 / 16 and Adam iterations 16 / 30 / 50, learning rate 0.3 (in half-ranges
   of the bounds); sampling planners (those with a `population` option) get populations
-  64 / 256 / 1024 and iterations 4 / 8 / 12 (the hybrid planner: its proposer's
+  64 / 256 / 1024 and iterations 4 / 8 / 12, and elites (cem, icem) an eighth of the
+  population unless set in `planner.options` (the hybrid planner: its proposer's
   population; its refinement keeps its own learning rate). Only settings the planner has
   are filled.
 * Cost weights: with the critic, the energy is the critic's cost-to-go averaged over the
@@ -71,6 +72,9 @@ def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
     if horizon is None:
         horizon = min(max(task.episode_length // 6, 8), 32) if critic else min(max(task.episode_length // 2, 16), 64)
     planner = _fill(cfg.planner, horizon=horizon, replan_every=max(1, horizon // 4), **_search(cfg))
+    if actor.planner_defaults(planner.name).get("elites") is not None and "elites" not in planner.options:
+        population = planner.population or actor.planner_defaults(planner.name)["population"]
+        planner = dataclasses.replace(planner, options={**planner.options, "elites": max(1, population // 8)})
     cost = _fill(
         cfg.cost, goal_weight=0.1 if critic else 1.0, critic_weight=1.0 if critic else 0.0, terminal=not critic
     )

@@ -4,6 +4,7 @@ rule (`ami.configurator.resolve`) and the energy of `ami.cost` against a hand co
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 
 import envs
-from ami import cost, nn, run, world_model
+from ami import agent as agent_module
+from ami import cost, nn, policy, run, world_model
 from ami.actor import planner_defaults
 from ami.agent import UpdateBatch
 from ami.config import PLANNER_COMMON, ExperimentConfig, load_experiment
@@ -432,3 +434,37 @@ def test_normalized_encoder_standardises_with_fixed_statistics_that_updates_neve
         np.testing.assert_array_equal(after.learner.params["encoder"][name], enc[name])
         np.testing.assert_array_equal(after.learner.target_encoder[name], enc[name])
     assert any(_leaves_changed(enc["net"], after.learner.params["encoder"]["net"]))
+
+
+# ----- amortised policy -----
+
+
+def test_policy_is_trained_by_update_and_its_proposals_reach_the_planner(batch):
+    """`policy.enabled`: `update` trains pi (model fixed in its loss) and `act` plans with its prior."""
+    cfg, env, agent = build(
+        "policy.enabled=true",
+        "policy.hidden=[16]",
+        "policy.candidates=2",
+        "planner.name=cem", "planner.restarts=null",
+        "planner.population=8",
+        "planner.iterations=2",
+    )
+    state = agent.init(jax.random.key(0), N)
+    assert state.learner.params["policy"] is not None and state.learner.policy_opt is not None
+    new, metrics = jax.jit(agent.update)(state, batch)
+    assert all(_leaves_changed(state.learner.params["policy"], new.learner.params["policy"]))
+    assert {"policy_loss", "policy_action_abs"} <= set(metrics) and np.isfinite(float(metrics["policy_loss"]))
+    # the prior is exactly the policy's noiseless rollout at member P-th from the end: with a
+    # population of the prior's size only, the planner can return nothing but a proposal
+    params = new.learner.params
+    modules = agent.modules
+    _, obs, goal = first_observations(env)
+    z = modules["perception"].encode(params["encoder"], obs[0])
+    g = modules["perception"].encode(params["encoder"], goal[0])
+    prior = agent_module.policy_prior(modules, params, z, g, jax.random.key(5))
+    assert prior.shape == (2, cfg.planner.horizon, 2)
+    predict = partial(modules["world_model"].predict, params["predictor"])
+    expected = policy.rollout(modules["policy"], params["policy"], predict, z, g, cfg.planner.horizon)
+    np.testing.assert_allclose(prior[0], expected, rtol=1e-5, atol=1e-6)
+    _, action, _ = jax.jit(agent.act)(new, obs, goal, jax.random.key(6))
+    assert action.shape == (N, 2) and bool(jnp.all(jnp.isfinite(action)))
