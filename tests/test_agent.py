@@ -445,7 +445,8 @@ def test_policy_is_trained_by_update_and_its_proposals_reach_the_planner(batch):
         "policy.enabled=true",
         "policy.hidden=[16]",
         "policy.candidates=2",
-        "planner.name=cem", "planner.restarts=null",
+        "planner.name=cem",
+        "planner.restarts=null",
         "planner.population=8",
         "planner.iterations=2",
     )

@@ -55,9 +55,7 @@ def test_the_policy_learns_the_one_step_optimum_of_a_known_energy():
     def step(params, opt, key):
         z0 = jax.random.uniform(key, (128, 2), minval=-0.5, maxval=0.5)
         goal = z0 + jax.random.uniform(jax.random.fold_in(key, 1), (128, 2), minval=-0.4, maxval=0.4)
-        (loss, _), grads = jax.value_and_grad(policy.policy_loss, has_aux=True)(
-            params, pi, _shift, energy, z0, goal, 1
-        )
+        (loss, _), grads = jax.value_and_grad(policy.policy_loss, has_aux=True)(params, pi, _shift, energy, z0, goal, 1)
         updates, opt = tx.update(grads, opt, params)
         return optax.apply_updates(params, updates), opt, loss
 
