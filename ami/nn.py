@@ -49,6 +49,38 @@ class _MLP(nn.Module):
         return nn.Dense(self.out)(x)
 
 
+def patches_3x3_stride2(x: jax.Array) -> jax.Array:
+    """The 3x3 patches of a stride-2 "SAME" convolution: `[B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 9 C]`.
+
+    Padding as `lax.conv_general_dilated(..., padding="SAME")`; the last axis runs over
+    (row offset, column offset, channel), the order of a flattened `[3, 3, C, ...]` kernel.
+    """
+    _, h, w, _ = x.shape
+    oh, ow = -(-h // 2), -(-w // 2)
+    ph, pw = max(2 * oh + 1 - h, 0), max(2 * ow + 1 - w, 0)
+    x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    return jnp.concatenate(
+        [x[:, i : i + 2 * oh - 1 : 2, j : j + 2 * ow - 1 : 2] for i in range(3) for j in range(3)], -1
+    )
+
+
+class _Conv3x3Stride2(nn.Module):
+    """`nn.Conv(features, (3, 3), strides=(2, 2))` (same parameters and output) as patches times a matrix.
+
+    XLA:CPU runs convolutions inside loop bodies on a slow path (jax-ml/jax#12868): a `lax.scan`
+    of CNN training updates ran about 25 times slower than the same updates outside a loop.
+    Slices and a matmul run as fast inside a loop as outside.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return patches_3x3_stride2(x) @ kernel.reshape(-1, self.features) + bias
+
+
 class _CNN(nn.Module):
     channels: Sequence[int]
     out: int
@@ -59,8 +91,8 @@ class _CNN(nn.Module):
         act = ACTIVATIONS[self.activation]
         lead = x.shape[:-3]
         x = x.reshape((-1, *x.shape[-3:]))
-        for c in self.channels:
-            x = act(nn.Conv(c, (3, 3), strides=(2, 2))(x))
+        for i, c in enumerate(self.channels):
+            x = act(_Conv3x3Stride2(c, name=f"Conv_{i}")(x))
         x = x.reshape((x.shape[0], -1))
         return nn.Dense(self.out)(x).reshape((*lead, self.out))
 

@@ -7,7 +7,7 @@ re-exports them and adds what Brax leaves open:
 * `NativeEnv`: a base for pure-JAX tasks that caches the sizes (Brax's `PipelineEnv`
   runs a full `reset` every time `observation_size` is read).
 * Goal-conditioned tasks set `goal_conditioned = True` and keep the observation of the
-  goal in `state.info[GOAL_OBS]` (shape `[observation_size]`), and whether the goal is
+  goal in `state.info[GOAL_OBS]` (the observation's shape), and whether the goal is
   reached in `state.metrics[SUCCESS]` (float32 0/1), so an agent can encode the goal with
   the same encoder it uses for observations.
 """
@@ -25,16 +25,17 @@ __all__ = ["Env", "State", "Wrapper", "NativeEnv", "GOAL_OBS", "SUCCESS", "is_go
 class NativeEnv(Env):
     """Base for ami's pure-JAX environments (backend ``"jax"``).
 
-    Subclasses set `_observation_size` and `_action_size` in `__init__`, write `reset` and
-    `step` as pure functions of their arguments, and keep actions in [-1, 1].
+    Subclasses set `_observation_size` (`O` for vector observations `[O]`, the shape tuple
+    `(H, W, C)` for images) and `_action_size` in `__init__`, write `reset` and `step` as
+    pure functions of their arguments, and keep actions in [-1, 1].
     """
 
     goal_conditioned: bool = False
-    _observation_size: int
+    _observation_size: int | tuple[int, ...]
     _action_size: int
 
     @property
-    def observation_size(self) -> int:
+    def observation_size(self) -> int | tuple[int, ...]:
         return self._observation_size
 
     @property

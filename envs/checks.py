@@ -36,8 +36,11 @@ def check_state(state: State, env: Env, name: str) -> None:
     """Raises `ValueError` unless one unbatched `state` matches `env`'s declared sizes."""
     if not isinstance(state, State):
         raise ValueError(f"env {name!r}: reset/step must return a brax State, got {type(state).__name__}")
-    if isinstance(env.observation_size, int):
-        _expect(name, "obs", state.obs, (env.observation_size,))
+    size = env.observation_size
+    if isinstance(size, int):
+        _expect(name, "obs", state.obs, (size,))
+    elif isinstance(size, tuple) and all(isinstance(s, int) for s in size):
+        _expect(name, "obs", state.obs, size)
     _expect(name, "reward", state.reward, ())
     _expect(name, "done", state.done, ())
     if is_goal_conditioned(env):

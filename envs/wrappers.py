@@ -66,8 +66,16 @@ class Canonical(Wrapper):
     def observation_size(self):
         if self._obs_size is None:
             obs = jax.eval_shape(self.env.reset, jax.random.key(0)).obs
-            self._obs_size = obs.shape[-1] if hasattr(obs, "shape") else jax.tree.map(lambda x: x.shape, obs)
+            self._obs_size = _obs_size(obs)
         return self._obs_size
+
+
+def _obs_size(obs):
+    """`observation_size` from an abstract observation: `O` for a vector `[O]`, the shape tuple
+    (e.g. `(H, W, C)`) for an image, a tree of shapes for a dict of observations."""
+    if not hasattr(obs, "shape"):
+        return jax.tree.map(lambda x: x.shape, obs)
+    return obs.shape[-1] if len(obs.shape) == 1 else tuple(obs.shape)
 
 
 class RescaleActions(Wrapper):

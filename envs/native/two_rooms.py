@@ -9,18 +9,81 @@ rooms (by default in different rooms); success when the agent is within
 `success_radius` of the goal. The dynamics are differentiable almost everywhere, so
 gradient planners can plan through the true environment.
 
-Observation: the position `[2]`; the goal observation `state.info["goal_obs"]` is the
-goal position `[2]`. Reward: minus the Euclidean distance to the goal.
+Observation (`obs`):
+
+* `"state"`: the position `[2]`; the goal observation `state.info["goal_obs"]` is the goal
+  position `[2]`.
+* `"pixels"`: a top-down image `[S, S, 1]` float32 in [0, 1] (`S = image_size`) of the
+  position, and `state.info["goal_obs"]` the image of the goal position (the goal position
+  itself is kept in `state.info["goal_pos"]`). See `render` for what is drawn.
+
+The env state keeps the position `[2]` in `pipeline_state` in both modes. Reward: minus the
+Euclidean distance to the goal.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from envs.base import GOAL_OBS, SUCCESS, NativeEnv, State
 
 GOAL_MODES = ("other_room", "same_room", "any")
+OBS_MODES = ("state", "pixels")
+GOAL_POS = "goal_pos"
+DEFAULT_IMAGE_SIZE = 32
+IMAGE_SIZES = (16, 128)  # smallest, largest accepted `image_size`
+WALL_THICKNESS_PX = 2.0  # the wall is drawn one pixel either side of x = 0
+BLOB_SIGMA_PX = 1.0  # standard deviation of the agent's Gaussian blob, in pixels
+WALL_LEVEL = 0.5  # wall intensity; the agent's blob adds up to 1 - WALL_LEVEL
+
+
+def pixel_centres(size: int) -> np.ndarray:
+    """Centres `[S]` of `size` equal cells covering [-1, 1], ascending."""
+    return -1.0 + (np.arange(size) + 0.5) * (2.0 / size)
+
+
+def interval_coverage(lo: float, hi: float, size: int) -> np.ndarray:
+    """Fraction `[S]` of each of the `size` ascending cells of [-1, 1] that `[lo, hi]` covers."""
+    edges = -1.0 + np.arange(size + 1) * (2.0 / size)
+    overlap = np.minimum(hi, edges[1:]) - np.maximum(lo, edges[:-1])
+    return np.clip(overlap * (size / 2.0), 0.0, 1.0)
+
+
+def wall_image(size: int, door_y: float, door_width: float) -> np.ndarray:
+    """Area coverage `[S, S]` in [0, 1] of each pixel by the wall (rows: y from +1 down to -1).
+
+    The wall is the band `|x| < WALL_THICKNESS_PX / 2` pixels without the door rows
+    `|y - door_y| < door_width / 2`; partly covered pixels get the covered fraction.
+    """
+    half = 0.5 * WALL_THICKNESS_PX * (2.0 / size)
+    band = interval_coverage(-half, half, size)  # [S] over x
+    door = interval_coverage(door_y - 0.5 * door_width, door_y + 0.5 * door_width, size)  # [S] over y, ascending
+    return np.outer(1.0 - door[::-1], band)
+
+
+def blob_image(pos: jax.Array, size: int, sigma_px: float = BLOB_SIGMA_PX) -> jax.Array:
+    """An unnormalised Gaussian `[S, S]` (peak 1) centred at `pos [2]`, smooth in `pos`.
+
+    Rows run from y = +1 (top) down to y = -1, columns from x = -1 to x = +1, as in `wall_image`.
+    """
+    centres = jnp.asarray(pixel_centres(size), jnp.float32)
+    inv = 1.0 / (2.0 * (sigma_px * 2.0 / size) ** 2)
+    gx = jnp.exp(-inv * (centres - pos[0]) ** 2)  # [S] columns
+    gy = jnp.exp(-inv * (centres[::-1] - pos[1]) ** 2)  # [S] rows
+    return jnp.outer(gy, gx)
+
+
+def render(pos: jax.Array, walls: jax.Array) -> jax.Array:
+    """The top-down image `[S, S, 1]` in [0, 1] of the agent at `pos [2]` in the arena `walls [S, S]`.
+
+    `WALL_LEVEL * walls + (1 - WALL_LEVEL) * blob`: the walls are a fixed image, so the image minus
+    them is exactly the agent's blob (nothing is hidden where the agent touches the wall), and the
+    image is a smooth function of `pos`.
+    """
+    image = WALL_LEVEL * jnp.asarray(walls) + (1.0 - WALL_LEVEL) * blob_image(pos, walls.shape[0])
+    return image[..., None]
 
 
 class TwoRooms(NativeEnv):
@@ -37,7 +100,10 @@ class TwoRooms(NativeEnv):
         margin: float = 0.05,
         goal_mode: str = "other_room",
         terminate_on_success: bool = False,
+        obs: str = "state",
+        image_size: int | None = None,
     ):
+        _check_obs(obs, image_size)
         if goal_mode not in GOAL_MODES:
             raise ValueError(f"two_rooms: goal_mode must be one of {GOAL_MODES}, got {goal_mode!r}")
         if not 0.0 < door_width < 2.0:
@@ -53,7 +119,13 @@ class TwoRooms(NativeEnv):
         self.margin = float(margin)
         self.goal_mode = goal_mode
         self.terminate_on_success = bool(terminate_on_success)
+        self.obs_mode = obs
+        self.image_size = None
         self._observation_size = 2
+        if obs == "pixels":
+            self.image_size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
+            self.walls = wall_image(self.image_size, self.door_y, self.door_width).astype(np.float32)
+            self._observation_size = (self.image_size, self.image_size, 1)
         self._action_size = 2
 
     def sample_in_room(self, key: jax.Array, right: jax.Array) -> jax.Array:
@@ -72,11 +144,25 @@ class TwoRooms(NativeEnv):
         }[self.goal_mode]
         pos = self.sample_in_room(k_start, start_right)
         goal = self.sample_in_room(k_goal, goal_right)
-        return self._state(pos, goal, jnp.zeros((), jnp.float32))
+        info = {GOAL_OBS: self.observe(goal), self._goal_key: goal}
+        return self._state(pos, info, jnp.zeros((), jnp.float32))
 
     def step(self, state: State, action: jax.Array) -> State:
         pos = self.move(state.pipeline_state, action)
-        return self._state(pos, state.info[GOAL_OBS], state.done)
+        return self._state(pos, state.info, state.done)
+
+    def observe(self, pos: jax.Array) -> jax.Array:
+        """The observation of position `pos [2]`: `pos` itself, or its image `[S, S, 1]` (see `render`)."""
+        return render(pos, self.walls) if self.obs_mode == "pixels" else pos
+
+    def goal_position(self, state: State) -> jax.Array:
+        """The goal position `[2]` of an (unbatched) state, in either observation mode."""
+        return state.info[self._goal_key]
+
+    @property
+    def _goal_key(self) -> str:
+        """The `state.info` key of the goal position: the goal observation itself for state observations."""
+        return GOAL_POS if self.obs_mode == "pixels" else GOAL_OBS
 
     def move(self, pos: jax.Array, action: jax.Array) -> jax.Array:
         """The true dynamics: position `[2]`, action `[2]` -> next position `[2]`."""
@@ -101,15 +187,30 @@ class TwoRooms(NativeEnv):
         via = jnp.min(jnp.linalg.norm(posts - pos, axis=-1) + jnp.linalg.norm(posts - goal, axis=-1))
         return jnp.where(same_room | through_door, jnp.linalg.norm(pos - goal), via)
 
-    def _state(self, pos: jax.Array, goal: jax.Array, prev_done: jax.Array) -> State:
+    def _state(self, pos: jax.Array, info: dict, prev_done: jax.Array) -> State:
+        """The state at `pos [2]`; `info` holds the goal observation (and, for pixels, its position)."""
+        goal = info[self._goal_key]
         dist = jnp.linalg.norm(pos - goal)
         success = (dist < self.success_radius).astype(jnp.float32)
         done = jnp.maximum(prev_done, success) if self.terminate_on_success else jnp.zeros((), jnp.float32)
         return State(
             pipeline_state=pos,
-            obs=pos,
+            obs=self.observe(pos),
             reward=-dist,
             done=done,
             metrics={SUCCESS: success, "distance": dist},
-            info={GOAL_OBS: goal},
+            info={k: info[k] for k in dict.fromkeys((GOAL_OBS, self._goal_key))},
         )
+
+
+def _check_obs(obs: str, image_size: int | None) -> None:
+    """Raises `ValueError` naming the option unless `obs` and `image_size` are valid together."""
+    if obs not in OBS_MODES:
+        raise ValueError(f"two_rooms: obs must be one of {OBS_MODES}, got {obs!r}")
+    if image_size is None:
+        return
+    if obs != "pixels":
+        raise ValueError(f"two_rooms: image_size applies only to obs='pixels', got obs={obs!r}")
+    lo, hi = IMAGE_SIZES
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or not lo <= image_size <= hi:
+        raise ValueError(f"two_rooms: image_size must be an int in [{lo}, {hi}], got {image_size!r}")
