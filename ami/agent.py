@@ -91,6 +91,7 @@ def make_modules(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size:
             p.latent_size,
             p.hidden,
             p.activation,
+            channels=p.channels,
             fourier=p.fourier_features,
             fourier_scale=p.fourier_scale,
             normalize=p.normalize,

@@ -53,11 +53,14 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PerceptionConfig:
-    """The encoder; `fourier_features > 0` adds random Fourier features of vector observations;
-    `normalize` standardises them with the mean and std of the collected data."""
+    """The encoder: an MLP of widths `hidden` for vector observations, a CNN of stride-2
+    convolutions with `channels` for images; `fourier_features > 0` adds random Fourier
+    features of vector observations; `normalize` standardises them with the mean and std of
+    the collected data."""
 
     latent_size: int = 16
     hidden: tuple[int, ...] = (128, 128)
+    channels: tuple[int, ...] = (32, 64, 64)
     activation: str = "mish"
     fourier_features: int = 0
     fourier_scale: float = 1.0
@@ -71,6 +74,7 @@ class PerceptionConfig:
             f"must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}",
         )
         check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
+        check(len(self.channels) >= 1 and all(c >= 1 for c in self.channels), "channels", "must be >= 1 each")
         check(self.fourier_features >= 0, "fourier_features", "must be >= 0")
         check(self.fourier_scale > 0, "fourier_scale", "must be > 0")
 
