@@ -55,11 +55,13 @@ def budget_options(name: str, budget: int) -> dict:
         return {"restarts": restarts, "iterations": max(1, budget // restarts - 1)}
     if name in SAMPLING_KINDS:
         iterations = 8 if budget >= 1000 else 4
-        return {"population": max(8, budget // iterations), "iterations": iterations}
+        population = max(8, budget // iterations)
+        elites = {} if name == "mppi" else {"elites": max(2, population // 8)}
+        return {"population": population, "iterations": iterations, **elites}
     if name == "hybrid":
         top_k, refine = 4, 20
-        proposal = max(64, budget - top_k * (refine + 1))
-        return {"population": max(16, proposal // 4), "proposer_iterations": 4, "refine_top_k": top_k}
+        population = max(16, max(64, budget - top_k * (refine + 1)) // 4)
+        return {"population": population, "elites": population // 8, "proposer_iterations": 4, "refine_top_k": top_k}
     raise ValueError(f"no budget rule for planner {name!r}")
 
 
