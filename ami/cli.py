@@ -1,7 +1,10 @@
 """The `ami` command.
 
-ami envs                        list every environment name `envs.make` accepts
-ami rollout NAME [options]      batched random-policy rollout: returns, success, steps/s
+ami train CONFIG [key=value ...]   run an experiment into a run directory
+ami eval RUN_DIR                   re-evaluate a finished run from its checkpoint
+ami plan RUN_DIR [options]         planners on the learned vs the true energy: landscape.json and figures
+ami envs                           list every environment name `envs.make` accepts
+ami rollout NAME [options]         batched random-policy rollout: returns, success, steps/s
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import time
 
 import jax
 import jax.numpy as jnp
+
+PLAN_PAIRS, PLAN_EPISODES = 8, 2  # `ami plan` defaults: 2-3 minutes on the quickstart run with 2 CPU cores
 
 
 def _cmd_envs(args: argparse.Namespace) -> int:
@@ -97,6 +102,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ami import plan_plots, plan_report
+
+    try:
+        plan_plots.pyplot()  # fail before any work when matplotlib is missing
+    except ImportError as e:
+        print(f"ami: error: {e}", file=sys.stderr)
+        return 2
+    planners = [p.strip() for p in args.planners.split(",") if p.strip()] if args.planners else None
+    fallback = None if args.fallback == "none" else args.fallback
+    out_dir = Path(args.out) if args.out else Path(args.run_dir) / "plan"
+    record = plan_report.report(args.run_dir, planners, args.pairs, args.episodes, fallback)
+    record = plan_report.jsonable(record)
+    paths = plan_report.write(record, out_dir) + plan_plots.write_figures(record, out_dir)
+    print(plan_report.format_table(record["table"]))
+    print(f"ami plan: {record['wall_time_s']} s; wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ami", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--all", action="store_true", help="every controller in eval.controllers, not only the learned one")
     ev.set_defaults(func=_cmd_eval)
+    pl = sub.add_parser("plan", help="planners on the learned vs the true energy of a finished run")
+    pl.add_argument("run_dir")
+    names = "comma-separated planner names (default: every registered one); 'run' is the run's own planner"
+    pl.add_argument("--planners", default=None, help=names)
+    pl.add_argument("--pairs", type=_positive, default=PLAN_PAIRS, help="start/goal pairs planned and sliced")
+    pl.add_argument("--episodes", type=_positive, default=PLAN_EPISODES, help="evaluation episodes per planner")
+    pl.add_argument("--out", default=None, help="output folder (default RUN_DIR/plan)")
+    fallback = "planner used by gradient planners where the true gradient is unhealthy (if registered), or 'none'"
+    pl.add_argument("--fallback", default="cem", help=fallback)
+    pl.set_defaults(func=_cmd_plan)
     sub.add_parser("envs", help="list environment names").set_defaults(func=_cmd_envs)
     roll = sub.add_parser("rollout", help="batched random-policy rollout of one environment")
     roll.add_argument("name", nargs="?", default="two_rooms")

@@ -24,11 +24,15 @@ from ami import cost
 from ami.agent import Agent, AgentState, empty_memory
 
 
-def twin_plan_fn(agent: Agent, env: envs.Env):
-    """A `plan_fn` for `agent.act` that plans over `env`'s true dynamics (context: env states `[N]`)."""
+def true_energy_fn(agent: Agent, env: envs.Env):
+    """The ground-truth twin's energy: `energy(params, env_state, goal [D], actions [H, A]) -> []`.
+
+    The agent's cost (`cost.goal_energy` with its weights and critic) of the latent trajectory
+    obtained by stepping `env` from `env_state` with `actions` and encoding the observations
+    it reaches (`[H, D]`), instead of the world model's imagined one.
+    """
     modules = agent.modules
-    planner, critic, encode = modules["planner"], modules["critic"], modules["perception"].encode
-    weights = modules["energy_weights"]
+    critic, encode, weights = modules["critic"], modules["perception"].encode, modules["energy_weights"]
 
     def energy(params, env_state, goal, actions):
         def step(s, a):
@@ -39,6 +43,13 @@ def twin_plan_fn(agent: Agent, env: envs.Env):
         z = encode(params["encoder"], obs)
         value = critic.apply(params["critic"], z, goal) if (critic is not None and weights.critic) else 0.0
         return cost.goal_energy(z, goal, actions, value, weights)
+
+    return energy
+
+
+def twin_plan_fn(agent: Agent, env: envs.Env):
+    """A `plan_fn` for `agent.act` that plans over `env`'s true dynamics (context: env states `[N]`)."""
+    planner, energy = agent.modules["planner"], true_energy_fn(agent, env)
 
     def plan_fn(params, z, g, init, key, env_states):
         def one(s, g_i, init_i, k):
