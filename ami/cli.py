@@ -165,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.func is not _cmd_train or any(x.startswith("-") or "=" not in x for x in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # overrides after --run-dir: `ami train CONFIG --run-dir DIR key=value`
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.func(args)
     except ValueError as e:

@@ -134,3 +134,13 @@ def test_cli_usage_errors_exit_2(capsys):
         cli.main(["train"])
     assert info.value.code == 2
     assert "config" in capsys.readouterr().err
+
+
+def test_cli_takes_overrides_before_or_after_the_run_dir(tmp_path, capsys):
+    from ami import cli
+
+    assert cli.main(["train", str(QUICKSTART), "--run-dir", str(tmp_path / "r"), "train.updates=abc"]) == 2
+    assert "train.updates: expected int, got 'abc'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", str(QUICKSTART), "--run-dir", str(tmp_path / "r"), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
