@@ -269,7 +269,9 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/planners.json")
     args = parser.parse_args()
     names = args.planners.split(",")
-    budgets = {k: [int(b) for b in getattr(args, f"{k}_budgets").split(",")] for k in ("learned", "true", "reacher")}
+    budgets = {
+        k: [int(b) for b in getattr(args, f"{k}_budgets").split(",") if b] for k in ("learned", "true", "reacher")
+    }
     rows = []
 
     def report(row):
