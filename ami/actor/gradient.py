@@ -79,7 +79,7 @@ def _arctanh_inside(y: Array) -> Array:
     return jnp.arctanh(jnp.clip(y, -1.0 + TANH_EPS, 1.0 - TANH_EPS))
 
 
-_PARAMETERIZATION = {
+PARAMETERIZATION_BY_NAME = {
     "tanh": Parameterization(jnp.tanh, _arctanh_inside, lambda u: u),
     "clip": Parameterization(lambda u: u, _unit_clip, _unit_clip),
 }
@@ -120,7 +120,7 @@ def make_optimizer(options: Mapping[str, Any]) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(options["grad_clip"]), adam)
 
 
-def _energy_of_u(energy_fn: EnergyFn, space: ActionSpace, squash: Callable, u: Array) -> Array:
+def energy_of_u(energy_fn: EnergyFn, space: ActionSpace, squash: Callable, u: Array) -> Array:
     """`[H, A] -> []`: the energy of the actions `u` stands for.
 
     The clip into the box passes gradients straight through, so an iterate on the boundary
@@ -164,7 +164,7 @@ def step_restart(evaluate: Callable, optimizer: optax.GradientTransformation, pr
 
 def build(space: ActionSpace, options: Mapping[str, Any]) -> base.OptimizeFn:
     """The `optimize(energy_fn, key, init=None, prior=None) -> PlanResult` of a gradient planner."""
-    param = _PARAMETERIZATION[options["parameterization"]]
+    param = PARAMETERIZATION_BY_NAME[options["parameterization"]]
     optimizer = make_optimizer(options)
     iterations, restarts = options["iterations"], options["restarts"]
     evaluations = np.int32(restarts * (iterations + 1))
@@ -174,7 +174,7 @@ def build(space: ActionSpace, options: Mapping[str, Any]) -> base.OptimizeFn:
 
         `init` is an `[H, A]` warm start; `prior` `[P, H, A]` replaces the last `P` starts.
         """
-        energy_and_grad = jax.value_and_grad(functools.partial(_energy_of_u, energy_fn, space, param.squash))
+        energy_and_grad = jax.value_and_grad(functools.partial(energy_of_u, energy_fn, space, param.squash))
         evaluate = functools.partial(evaluate_safely, energy_and_grad)
         y0 = base.start_unit_sequences(key, space, restarts, options["init"], init, options["init_noise"])
         if prior is not None:

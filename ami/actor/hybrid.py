@@ -99,7 +99,7 @@ def build(space: ActionSpace, options: Mapping[str, Any]) -> base.OptimizeFn:
     """The `optimize(energy_fn, key, init=None, prior=None) -> PlanResult` of a hybrid planner."""
     proposer = proposer_options(options)
     search = sampling.make_search(options["proposer"], space, proposer, keep=options["refine_top_k"])
-    param = gradient._PARAMETERIZATION[options["parameterization"]]
+    param = gradient.PARAMETERIZATION_BY_NAME[options["parameterization"]]
     optimizer = gradient.make_optimizer(options)
     top_k, refine_iterations = options["refine_top_k"], options["refine_iterations"]
     evaluations = np.int32(proposer["iterations"] * proposer["population"] + top_k * (refine_iterations + 1))
@@ -107,7 +107,7 @@ def build(space: ActionSpace, options: Mapping[str, Any]) -> base.OptimizeFn:
     def optimize(energy_fn: EnergyFn, key: Array, init: Array | None = None, prior: Array | None = None) -> PlanResult:
         """Minimises `energy_fn: [H, A] -> []`; `init` `[H, A]` warm start, `prior` `[P, H, A]` proposals."""
         proposed, proposer_trace = search(energy_fn, key, init, prior)
-        energy_and_grad = jax.value_and_grad(functools.partial(gradient._energy_of_u, energy_fn, space, param.squash))
+        energy_and_grad = jax.value_and_grad(functools.partial(gradient.energy_of_u, energy_fn, space, param.squash))
         evaluate = functools.partial(gradient.evaluate_safely, energy_and_grad)
         carry = jax.vmap(functools.partial(gradient.init_restart, evaluate, optimizer))(param.unsquash(proposed.y))
         step = jax.vmap(functools.partial(gradient.step_restart, evaluate, optimizer, param.project))
