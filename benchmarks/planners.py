@@ -25,7 +25,6 @@ success against evaluations.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
@@ -39,8 +38,8 @@ import jax.numpy as jnp
 
 import envs
 from ami import evaluate
-from ami.actor import make_planner
-from ami.agent import make_agent
+from ami.actor import make_planner, planner_defaults, shift_plan
+from ami.landscape import with_planner
 from ami.run import load_run, make_env
 from envs.native import TwoRooms
 
@@ -80,16 +79,14 @@ def timed(fn, *args, repeats: int) -> float:
 
 
 def learned_row(run, name: str, budget: int, episodes: int, repeats: int) -> dict:
-    cfg, _, state = run
+    cfg, run_agent, state = run
     options = budget_options(name, budget)
-    common = {k: options.pop(k) for k in ("restarts", "population", "iterations") if k in options}
-    planner_cfg = dataclasses.replace(cfg.planner, name=name, learning_rate=None, options=options, **common)
-    if name == "gradient":
-        planner_cfg = dataclasses.replace(planner_cfg, learning_rate=cfg.planner.learning_rate)
-    cfg = dataclasses.replace(cfg, planner=planner_cfg)
+    inherited = {"init": cfg.planner.init} if "init" in planner_defaults(name) else {}
+    if name == "gradient":  # the run's tuned step size; the hybrid keeps its own
+        inherited["learning_rate"] = cfg.planner.learning_rate
     env = make_env(cfg, auto_reset=False)
-    size = env.observation_size
-    agent = make_agent(cfg, (size,) if isinstance(size, int) else tuple(size), env.action_size)
+    planner = make_planner(name, horizon=cfg.planner.horizon, action_size=env.action_size, **inherited, **options)
+    agent = with_planner(run_agent, planner)
     run_fn = jax.jit(
         partial(
             evaluate.run_episodes,
@@ -118,7 +115,7 @@ def learned_row(run, name: str, budget: int, episodes: int, repeats: int) -> dic
         "success": round(float(out["success_any"]), 4),
         "decision_ms": round(1e3 * seconds, 2),
         "batch": episodes,
-        "options": {**common, **options},
+        "options": options,
     }
 
 
@@ -160,7 +157,7 @@ def true_two_rooms_row(name: str, budget: int, episodes: int, repeats: int, hori
             for t in range(every):
                 pos = move(pos, plan[:, t])[0]
                 reached = reached | (jnp.linalg.norm(pos - goal, axis=-1) < env.success_radius)
-            plan = jax.vmap(lambda a: jnp.concatenate([a[every:], jnp.repeat(a[-1:], every, 0)]))(plan)
+            plan = jax.vmap(partial(shift_plan, k=every))(plan)
             return (pos, plan, reached), None
 
         start = (pos, jnp.zeros((episodes, horizon, 2)), jnp.zeros(episodes, bool))
