@@ -13,9 +13,10 @@ the current iterate and evaluates energy and gradient at the new one; the starti
 are evaluated once before the first step, so a call spends exactly
 `restarts * (iterations + 1)` evaluations.
 
-Non-finite values: a NaN or infinite energy counts as `+inf` and never wins; a step from an
-iterate whose energy or gradient is not finite is skipped (the iterate and the Adam state
-stay as they were).
+Non-finite values: a NaN or infinite energy counts as `+inf` and never wins. A restart whose
+iterate has a non-finite energy or gradient (a step into a NaN region, e.g. through contact
+physics) goes back to its best iterate, restarts Adam there and halves its step size, so it
+keeps descending instead of staying stuck where the energy is undefined.
 
 Options (defaults): `iterations=50`, `restarts=8`, `learning_rate=0.1`,
 `parameterization="tanh"`, `init="uniform"` (or `"constant"`, `"zeros"`; see
@@ -90,7 +91,8 @@ class Restart(NamedTuple):
 
     `u [H, A]` the iterate, `energy []` and `grad [H, A]` evaluated there (energy made safe:
     `+inf` if not finite), `opt_state` Adam's state, `best_u [H, A]` / `best_energy []` the
-    best iterate evaluated so far.
+    best iterate evaluated so far, `scale []` the factor on Adam's steps (halved on each
+    return from a non-finite iterate).
     """
 
     u: Array
@@ -99,6 +101,7 @@ class Restart(NamedTuple):
     opt_state: optax.OptState
     best_u: Array
     best_energy: Array
+    scale: Array
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -143,23 +146,28 @@ def init_restart(evaluate: Callable, optimizer: optax.GradientTransformation, u:
     `evaluate(u [H, A]) -> (energy [], grad [H, A])` returns safe energies (`evaluate_safely`).
     """
     energy, grad = evaluate(u)
-    return Restart(u, energy, grad, optimizer.init(u), u, energy)
+    return Restart(u, energy, grad, optimizer.init(u), u, energy, jnp.ones((), u.dtype))
 
 
 def step_restart(evaluate: Callable, optimizer: optax.GradientTransformation, project: Callable, r: Restart) -> Restart:
     """One iteration of one restart: an Adam step, then evaluation at the new iterate.
 
-    The step is skipped (iterate and Adam state kept) when the energy or gradient at `r.u` is
-    not finite. `evaluate` as in `init_restart`; `project(u [H, A]) -> [H, A]` follows the step.
+    When the energy or gradient at `r.u` is not finite there is no step: the restart goes
+    back to `r.best_u` with a fresh Adam state and half the step scale (at a start that is
+    itself non-finite it stays put). `evaluate` as in `init_restart`; `project(u [H, A]) ->
+    [H, A]` follows the step.
     """
     finite = jnp.isfinite(r.energy) & jnp.all(jnp.isfinite(r.grad))
     updates, opt_state = optimizer.update(r.grad, r.opt_state, r.u)
-    u = jnp.where(finite, project(optax.apply_updates(r.u, updates)), r.u)
-    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, r.opt_state)
+    stepped = project(r.u + r.scale * updates)
+    u = jnp.where(finite, stepped, r.best_u)
+    fresh = optimizer.init(r.best_u)
+    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, fresh)
+    scale = jnp.where(finite, r.scale, 0.5 * r.scale)
     energy, grad = evaluate(u)
     better = energy < r.best_energy
     best_u = jnp.where(better, u, r.best_u)
-    return Restart(u, energy, grad, opt_state, best_u, jnp.where(better, energy, r.best_energy))
+    return Restart(u, energy, grad, opt_state, best_u, jnp.where(better, energy, r.best_energy), scale)
 
 
 def build(space: ActionSpace, options: Mapping[str, Any]) -> base.OptimizeFn:
