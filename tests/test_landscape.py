@@ -255,7 +255,9 @@ def test_ami_plan_writes_the_landscape_and_the_figures(tiny_run, tmp_path, capsy
     one_d, two_d, middle = record["slices"]["one_d"], record["slices"]["two_d"], len(record["slices"]["alphas"]) // 2
     assert set(one_d) == {"step0_dim0", "step0_dim1", "random0", "random1", "best_first_action"}
     for side in ("learned", "true"):  # every 1-D slice passes through the plan at alpha 0
-        np.testing.assert_allclose([line[side][middle] for line in one_d.values()], one_d["random0"][side][middle])
+        np.testing.assert_allclose(
+            [line[side][middle] for line in one_d.values()], one_d["random0"][side][middle], rtol=1e-5
+        )  # float32 batches along different directions need not agree to the last bit
     np.testing.assert_allclose(one_d["step0_dim0"]["learned"][middle], r["learned"]["energy"][0], rtol=1e-5)
     np.testing.assert_allclose(one_d["step0_dim0"]["true"][middle], r["learned"]["true_energy_of_plan"][0], rtol=1e-5)
     assert np.asarray(two_d["learned"]).shape == np.asarray(two_d["true"]).shape == (21, 21)
