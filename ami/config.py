@@ -92,16 +92,19 @@ class WorldModelConfig:
     sigreg_weight: float = 1.0
     ema_tau: float = 0.99
     inverse_weight: float = 0.0
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 1.0
 
     def validate(self) -> None:
         check(self.prediction_horizon >= 1, "prediction_horizon", "must be >= 1")
+        check(self.contrastive_temperature > 0, "contrastive_temperature", "must be > 0")
         check(
             self.activation in ACTIVATIONS,
             "activation",
             f"must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}",
         )
         check(0.0 <= self.ema_tau < 1.0, "ema_tau", "must be in [0, 1)")
-        for name in ("variance_weight", "covariance_weight", "sigreg_weight", "inverse_weight"):
+        for name in ("variance_weight", "covariance_weight", "sigreg_weight", "inverse_weight", "contrastive_weight"):
             check(getattr(self, name) >= 0.0, name, "must be >= 0")
 
 

@@ -4,6 +4,7 @@ monitors, and the predictor's rollout against a Python loop."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -224,6 +225,54 @@ def test_effective_rank_exact_value():
     p = np.array([0.25, 0.75])
     expected = np.exp(-np.sum(p * np.log(p)))
     np.testing.assert_allclose(float(world_model.effective_rank(z)), expected, rtol=1e-5)
+
+
+# ----- temporal contrastive term -----
+
+
+def _numpy_infonce(z: np.ndarray, offsets: np.ndarray, mask: np.ndarray, temperature: float) -> float:
+    """The InfoNCE of `temporal_contrastive`, written out row by row in float64."""
+    rows = [b for b in range(len(z)) if mask[b] > 0]
+    total = 0.0
+    for b in rows:
+        logits = np.array([-np.sum((z[b, 0] - z[j, offsets[j]]) ** 2) / temperature for j in rows])
+        own = rows.index(b)
+        total += np.log(np.sum(np.exp(logits - logits.max()))) + logits.max() - logits[own]
+    return total / len(rows)
+
+
+def test_temporal_contrastive_exact_value_and_masking():
+    z = np.asarray(jax.random.normal(jax.random.key(5), (6, 4, 3)), np.float64)  # B=6 windows of L=3
+    offsets = np.array([1, 3, 2, 1, 2, 3])
+    mask = np.array([1.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    value = world_model.temporal_contrastive(jnp.asarray(z, jnp.float32), jnp.asarray(offsets), jnp.asarray(mask), 0.7)
+    np.testing.assert_allclose(float(value), _numpy_infonce(z, offsets, mask, 0.7), rtol=1e-5)
+    garbage = jnp.asarray(z, jnp.float32).at[2].set(1e3).at[5].set(-1e3)  # masked windows change nothing
+    again = world_model.temporal_contrastive(garbage, jnp.asarray(offsets), jnp.asarray(mask), 0.7)
+    assert float(again) == pytest.approx(float(value), rel=1e-6)
+
+
+def test_temporal_contrastive_prefers_embeddings_that_keep_windows_apart():
+    near = np.zeros((4, 3, 2))
+    near[:, :, 0] = np.arange(4)[:, None] * 3.0  # window b sits at x = 3b; its own latents coincide
+    blurred = near * 0.1  # the same arrangement squeezed: other windows are no longer told apart
+    offsets, mask = jnp.array([1, 2, 1, 2]), jnp.ones(4)
+    sharp = float(world_model.temporal_contrastive(jnp.asarray(near, jnp.float32), offsets, mask, 1.0))
+    blur = float(world_model.temporal_contrastive(jnp.asarray(blurred, jnp.float32), offsets, mask, 1.0))
+    assert sharp < 0.01 < np.log(4) - 0.5 < blur < np.log(4)  # log B: every candidate alike
+
+
+def test_jepa_loss_adds_the_weighted_contrastive_term():
+    cfg, perception, model, params, target, obs, actions, mask = _loss_setup("vicreg")
+    with_term = dataclasses.replace(cfg, contrastive_weight=0.5, contrastive_temperature=2.0)
+    key = jax.random.key(4)
+    base, _ = world_model.jepa_loss(params, target, obs, actions, mask, key, perception, model, cfg)
+    loss, metrics = world_model.jepa_loss(params, target, obs, actions, mask, key, perception, model, with_term)
+    offsets = jax.random.randint(jax.random.fold_in(key, 1), (obs.shape[0],), 1, obs.shape[1])
+    z = perception.encode(params["encoder"], obs)
+    expected = float(world_model.temporal_contrastive(z, offsets, mask, 2.0))
+    np.testing.assert_allclose(float(metrics["contrastive"]), expected, rtol=1e-6)
+    np.testing.assert_allclose(float(loss), float(base) + 0.5 * expected, rtol=1e-5)
 
 
 # ----- the predictor -----
