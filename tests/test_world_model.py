@@ -23,6 +23,7 @@ SMALL = (
     "world_model.hidden=[32,32]",
     "critic.hidden=[32,32]",
     "critic.enabled=false",
+    "world_model.contrastive_weight=0.0",  # the anti-collapse terms alone (InfoNCE also prevents collapse)
     "train.batch_size=32",
     "critic.batch_size=32",
     "data.num_envs=32",
