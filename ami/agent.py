@@ -79,6 +79,8 @@ def energy_weights(cfg: ExperimentConfig) -> cost.EnergyWeights:
         action=cfg.cost.action_weight,
         critic=cfg.cost.critic_weight if cfg.critic.enabled else 0.0,
         terminal=cfg.cost.terminal,
+        visit=cfg.cost.visit_weight,
+        visit_scale=cfg.cost.visit_scale,
     )
 
 
@@ -289,22 +291,43 @@ def policy_prior(modules: dict, params: dict, z0: jax.Array, goal: jax.Array, ke
     )
 
 
-def plan_batch(modules: dict, params: dict, z0: jax.Array, goal: jax.Array, init: jax.Array, key: jax.Array):
+def visited_of(memory: memory.Memory | None, n: int, latent_size: int) -> tuple[jax.Array, jax.Array]:
+    """The visit term's recent latents `[N, K, D]` and their validity `[N, K]` (none without memory)."""
+    if memory is None:
+        return jnp.zeros((n, 1, latent_size), jnp.float32), jnp.zeros((n, 1), jnp.bool_)
+    return memory.latents, memory.latents_valid
+
+
+def plan_batch(
+    modules: dict,
+    params: dict,
+    z0: jax.Array,
+    goal: jax.Array,
+    init: jax.Array,
+    key: jax.Array,
+    memory: memory.Memory | None = None,
+):
     """Plans for a batch: `z0, goal [N, D]`, warm starts `init [N, H, A]` -> `PlanResult [N]`.
 
-    With an amortised policy its proposals are the planner's `prior` candidates.
+    With an amortised policy its proposals are the planner's `prior` candidates; the batched
+    short-term `memory [N]` feeds the energy's visit term (ignored when its weight is 0).
     """
     planner, energy = modules["planner"], modules["energy"]
+    visited, valid = visited_of(memory, z0.shape[0], z0.shape[-1])
 
-    def one(z0_i, goal_i, init_i, key_i):
+    def one(z0_i, goal_i, init_i, key_i, visited_i, valid_i):
         k_plan, k_prior = jax.random.split(key_i)
         prior = policy_prior(modules, params, z0_i, goal_i, k_prior)
+
+        def energy_fn(a):
+            return energy(params, z0_i, goal_i, a, visited_i, valid_i)
+
         if prior is None:
-            return planner.optimize(lambda a: energy(params, z0_i, goal_i, a), key_i, init_i)
-        return planner.optimize(lambda a: energy(params, z0_i, goal_i, a), k_plan, init_i, prior=prior)
+            return planner.optimize(energy_fn, key_i, init_i)
+        return planner.optimize(energy_fn, k_plan, init_i, prior=prior)
 
     keys = jax.random.split(key, z0.shape[0])
-    return jax.vmap(one)(z0, goal, init, keys)
+    return jax.vmap(one)(z0, goal, init, keys, visited, valid)
 
 
 def act(
@@ -319,15 +342,15 @@ def act(
 ):
     """Receding-horizon MPC for a batch: `obs, goal [N, *obs_shape]` -> `(state, action [N, A], info)`.
 
-    `plan_fn(params, z [N, D], goal [N, D], init [N, H, A], key, context) -> PlanResult [N]`
-    replaces planning over the learned model (e.g. the ground-truth twin plans over the true
-    simulator, passing the env states as `context`).
+    `plan_fn(params, z [N, D], goal [N, D], init [N, H, A], key, context, memory [N]) ->
+    PlanResult [N]` replaces planning over the learned model (e.g. the ground-truth twin plans
+    over the true simulator, passing the env states as `context`).
     """
     encode = modules["perception"].encode
     if plan_fn is None:
 
-        def plan_fn(params, z, g, init, key, context):
-            return plan_batch(modules, params, z, g, init, key)
+        def plan_fn(params, z, g, init, key, context, mem):
+            return plan_batch(modules, params, z, g, init, key, mem)
 
     params = state.learner.params
     z, g = encode(params["encoder"], obs), encode(params["encoder"], goal)
@@ -335,7 +358,7 @@ def act(
 
     def replan(mem: memory.Memory):
         init = jax.vmap(memory.read_warm_start)(mem)
-        result = plan_fn(params, z, g, init, key, context)
+        result = plan_fn(params, z, g, init, key, context, mem)
         return jax.vmap(memory.store_plan)(mem, result.actions), result.energy
 
     def keep(mem: memory.Memory):
@@ -358,7 +381,8 @@ def init(cfg: ExperimentConfig, modules: dict, key: jax.Array, num_envs: int) ->
 def empty_memory(cfg: ExperimentConfig, modules: dict, num_envs: int) -> memory.Memory:
     """`num_envs` fresh short-term memories (batched on the leading axis)."""
     planner = modules["planner"]
-    one = memory.init(planner.horizon, planner.action_size, cfg.perception.latent_size)
+    history = cfg.cost.visit_history if cfg.cost.visit_weight > 0 else 1
+    one = memory.init(planner.horizon, planner.action_size, cfg.perception.latent_size, history=history)
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_envs, *x.shape)), one)
 
 

@@ -165,17 +165,25 @@ class PolicyConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CostConfig:
-    """Weights of the energy (`ami.cost`); None: chosen by the configurator."""
+    """Weights of the energy (`ami.cost`); None: chosen by the configurator.
+
+    `visit_weight > 0` adds the cost of revisiting the last `visit_history` latents held in
+    short-term memory (a Gaussian of width `visit_scale` in latent units around each)."""
 
     goal_weight: float | None = None
     critic_weight: float | None = None
     action_weight: float = 0.0
     terminal: bool | None = None
+    visit_weight: float = 0.0
+    visit_scale: float = 1.0
+    visit_history: int = 100
 
     def validate(self) -> None:
-        for name in ("goal_weight", "critic_weight", "action_weight"):
+        for name in ("goal_weight", "critic_weight", "action_weight", "visit_weight"):
             value = getattr(self, name)
             check(value is None or value >= 0.0, name, "must be >= 0")
+        check(self.visit_scale > 0.0, "visit_scale", "must be > 0")
+        check(self.visit_history >= 1, "visit_history", "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

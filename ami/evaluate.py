@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 import envs
 from ami import cost
-from ami.agent import Agent, AgentState, empty_memory
+from ami.agent import Agent, AgentState, empty_memory, visited_of
 
 
 def true_energy_fn(agent: Agent, env: envs.Env):
@@ -34,7 +34,7 @@ def true_energy_fn(agent: Agent, env: envs.Env):
     modules = agent.modules
     critic, encode, weights = modules["critic"], modules["perception"].encode, modules["energy_weights"]
 
-    def energy(params, env_state, goal, actions):
+    def energy(params, env_state, goal, actions, visited=None, visited_valid=None):
         def step(s, a):
             nxt = env.step(s, a)
             return nxt, nxt.obs
@@ -42,20 +42,23 @@ def true_energy_fn(agent: Agent, env: envs.Env):
         obs = jax.lax.scan(step, env_state, actions)[1]
         z = encode(params["encoder"], obs)
         value = critic.apply(params["critic"], z, goal) if (critic is not None and weights.critic) else 0.0
-        return cost.goal_energy(z, goal, actions, value, weights)
+        return cost.goal_energy(z, goal, actions, value, weights, visited, visited_valid)
 
     return energy
 
 
 def twin_plan_fn(agent: Agent, env: envs.Env):
-    """A `plan_fn` for `agent.act` that plans over `env`'s true dynamics (context: env states `[N]`)."""
+    """A `plan_fn` for `agent.act` that plans over `env`'s true dynamics (context: env states `[N]`),
+    with the same energy as the learned model's, the memory's visit term included."""
     planner, energy = agent.modules["planner"], true_energy_fn(agent, env)
 
-    def plan_fn(params, z, g, init, key, env_states):
-        def one(s, g_i, init_i, k):
-            return planner.optimize(partial(energy, params, s, g_i), k, init_i)
+    def plan_fn(params, z, g, init, key, env_states, memory=None):
+        visited, valid = visited_of(memory, z.shape[0], z.shape[-1])
 
-        return jax.vmap(one)(env_states, g, init, jax.random.split(key, z.shape[0]))
+        def one(s, g_i, init_i, k, visited_i, valid_i):
+            return planner.optimize(lambda a: energy(params, s, g_i, a, visited_i, valid_i), k, init_i)
+
+        return jax.vmap(one)(env_states, g, init, jax.random.split(key, z.shape[0]), visited, valid)
 
     return plan_fn
 

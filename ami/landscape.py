@@ -289,13 +289,16 @@ def guarded_twin_plan_fn(
     """
     grad = jax.vmap(jax.grad(true_energy, argnums=3), (None, 0, 0, 0))
 
-    def guarded(params, z, goal, init, key, env_states) -> PlanResult:
-        result = plan_fn(params, z, goal, init, key, env_states)
+    def guarded(params, z, goal, init, key, env_states, memory=None) -> PlanResult:
+        result = plan_fn(params, z, goal, init, key, env_states, memory)
         _, nonfinite, exploding = jax.vmap(partial(gradient_health, max_norm=max_norm))(
             grad(params, env_states, goal, result.actions)
         )
         bad = nonfinite | exploding
-        fallback_plan = lambda: take_fallback(result, fallback_plan_fn(params, z, goal, init, key, env_states), bad)  # noqa: E731
+
+        def fallback_plan() -> PlanResult:
+            return take_fallback(result, fallback_plan_fn(params, z, goal, init, key, env_states, memory), bad)
+
         return jax.lax.cond(jnp.any(bad), fallback_plan, lambda: take_fallback(result, result, bad))
 
     return guarded

@@ -32,6 +32,7 @@ class Memory(NamedTuple):
       plan: `[H, A]` the last plan stored (zeros before the first).
       plan_valid: `[]` bool, whether `plan` holds a real plan.
       latents: `[K, D]` the K most recent latents, newest last (zeros before they exist).
+      latents_valid: `[K]` bool, which rows of `latents` hold a recorded latent.
       actions: `[K, A]` the K most recent actions taken, newest last.
       steps_since_plan: `[]` int32, `update` calls since the last `store_plan`.
     """
@@ -41,6 +42,7 @@ class Memory(NamedTuple):
     latents: Array
     actions: Array
     steps_since_plan: Array
+    latents_valid: Array
 
 
 def init(horizon: int, action_size: int, latent_size: int, history: int = 1) -> Memory:
@@ -55,6 +57,7 @@ def init(horizon: int, action_size: int, latent_size: int, history: int = 1) -> 
         latents=jnp.zeros((history, latent_size), jnp.float32),
         actions=jnp.zeros((history, action_size), jnp.float32),
         steps_since_plan=jnp.zeros((), jnp.int32),
+        latents_valid=jnp.zeros((history,), jnp.bool_),
     )
 
 
@@ -76,6 +79,7 @@ def update(memory: Memory, z: Array, action: Array) -> Memory:
     action = _check_shape("action", action, memory.actions.shape[1:])
     return memory._replace(
         latents=_push(memory.latents, z),
+        latents_valid=_push(memory.latents_valid, jnp.ones((), jnp.bool_)),
         actions=_push(memory.actions, action),
         steps_since_plan=memory.steps_since_plan + 1,
     )

@@ -169,7 +169,7 @@ def test_the_batched_twin_guard_takes_the_fallback_for_the_unhealthy_decisions_o
     fallback = shooting_planner()
 
     def twin(planner):  # a twin plan_fn whose env states are the energies' thetas [N, 2]
-        def plan_fn(params, z, goal, init, key, thetas):
+        def plan_fn(params, z, goal, init, key, thetas, memory=None):
             keys = jax.random.split(key, thetas.shape[0])
             return jax.vmap(lambda theta, k: planner.optimize(partial(family, theta), k))(thetas, keys)
 
