@@ -469,3 +469,55 @@ def test_policy_is_trained_by_update_and_its_proposals_reach_the_planner(batch):
     np.testing.assert_allclose(prior[0], expected, rtol=1e-5, atol=1e-6)
     _, action, _ = jax.jit(agent.act)(new, obs, goal, jax.random.key(6))
     assert action.shape == (N, 2) and bool(jnp.all(jnp.isfinite(action)))
+
+
+# ----- the visit term (short-term memory) -----
+
+
+def test_visit_cost_exact_value_and_masking():
+    z = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])  # H = 3
+    visited = np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])  # K = 3, the last row not recorded yet
+    valid = np.array([True, True, False])
+    value = float(cost.visit_cost(jnp.asarray(z), jnp.asarray(visited), jnp.asarray(valid), 0.5))
+    d2 = np.sum((z[:, None] - visited[None, :2]) ** 2, axis=-1)
+    expected = np.mean(np.sum(np.exp(-0.5 * d2 / 0.25), axis=-1))
+    np.testing.assert_allclose(value, expected, rtol=1e-6)
+
+
+def test_energy_adds_the_weighted_visit_term_only_when_given(energy_problem):
+    model, critic, params, z0, goal, actions = energy_problem
+    w = cost.EnergyWeights(goal=0.7, critic=0.3, terminal=False)
+    base = cost.make_energy(model, critic, w)
+    visiting = cost.make_energy(model, critic, w._replace(visit=2.5, visit_scale=0.8))
+    z = model.rollout(params["predictor"], z0, actions)
+    visited = jnp.concatenate([z[:3] + 0.1, jnp.zeros((2, z.shape[-1]))])  # K = 5, 3 recorded
+    valid = jnp.array([True, True, True, False, False])
+    expected = float(base(params, z0, goal, actions)) + 2.5 * float(cost.visit_cost(z, visited, valid, 0.8))
+    got = float(visiting(params, z0, goal, actions, visited, valid))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert got > float(base(params, z0, goal, actions)) + 0.1  # the recorded latents lie near the rollout
+    # no memory given, or weight 0: the energy is unchanged
+    assert float(visiting(params, z0, goal, actions)) == float(base(params, z0, goal, actions))
+    assert float(base(params, z0, goal, actions, visited, valid)) == float(base(params, z0, goal, actions))
+
+
+def test_act_with_a_visit_term_keeps_the_history_and_plans_away_from_it():
+    cfg, _, agent = build("cost.visit_weight=50.0", "cost.visit_scale=0.5", "cost.visit_history=7")
+    state = agent.init(jax.random.key(0), 2)
+    assert state.memory.latents.shape[:2] == (2, 7) and not bool(jnp.any(state.memory.latents_valid))
+    obs = jnp.array([[-0.5, 0.2], [0.4, -0.3]])
+    goal = jnp.array([[0.5, 0.2], [-0.4, -0.3]])
+    act = jax.jit(agent.act)
+    state, _, _ = act(state, obs, goal, jax.random.key(1))
+    assert state.memory.latents_valid.tolist() == [[False] * 6 + [True]] * 2
+    # the same decision with the history full of the current latent: the energy of the plan
+    # includes the visit term, so the planned energy is higher than without a history
+    z = agent.modules["perception"].encode(state.learner.params["encoder"], obs)
+    full = state.memory._replace(
+        latents=jnp.broadcast_to(z[:, None], (2, 7, z.shape[-1])), latents_valid=jnp.ones((2, 7), bool)
+    )
+    params = state.learner.params
+    init = jnp.zeros((2, cfg.planner.horizon, 2))
+    with_history = agent_module.plan_batch(agent.modules, params, z, z, init, jax.random.key(2), full)
+    without = agent_module.plan_batch(agent.modules, params, z, z, init, jax.random.key(2), None)
+    assert bool(jnp.all(with_history.energy > without.energy))

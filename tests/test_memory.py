@@ -51,6 +51,17 @@ def test_update_keeps_the_newest_last_and_drops_the_oldest():
     assert not m.plan_valid
 
 
+def test_latents_valid_marks_the_recorded_rows_and_resets():
+    m = mem.init(H, A, D, history=K)
+    assert m.latents_valid.shape == (K,) and m.latents_valid.dtype == jnp.bool_
+    m = mem.update(m, jnp.ones((D,)), jnp.zeros((A,)))
+    assert m.latents_valid.tolist() == [False, False, True]  # newest last, like the latents
+    for _ in range(3):
+        m = mem.update(m, jnp.ones((D,)), jnp.zeros((A,)))
+    assert m.latents_valid.tolist() == [True, True, True]
+    assert mem.reset_where(m, jnp.array(True)).latents_valid.tolist() == [False, False, False]
+
+
 def test_update_rejects_wrong_shapes():
     m = mem.init(H, A, D, history=K)
     with pytest.raises(ValueError, match="z"):
