@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from ami import cost, memory, perception, policy, world_model
+from ami import memory as memory_lib
 from ami.actor import make_planner
 from ami.config import ExperimentConfig
 
@@ -291,13 +292,6 @@ def policy_prior(modules: dict, params: dict, z0: jax.Array, goal: jax.Array, ke
     )
 
 
-def visited_of(memory: memory.Memory | None, n: int, latent_size: int) -> tuple[jax.Array, jax.Array]:
-    """The visit term's recent latents `[N, K, D]` and their validity `[N, K]` (none without memory)."""
-    if memory is None:
-        return jnp.zeros((n, 1, latent_size), jnp.float32), jnp.zeros((n, 1), jnp.bool_)
-    return memory.latents, memory.latents_valid
-
-
 def plan_batch(
     modules: dict,
     params: dict,
@@ -305,7 +299,7 @@ def plan_batch(
     goal: jax.Array,
     init: jax.Array,
     key: jax.Array,
-    memory: memory.Memory | None = None,
+    memory: memory_lib.Memory | None = None,
 ):
     """Plans for a batch: `z0, goal [N, D]`, warm starts `init [N, H, A]` -> `PlanResult [N]`.
 
@@ -313,7 +307,7 @@ def plan_batch(
     short-term `memory [N]` feeds the energy's visit term (ignored when its weight is 0).
     """
     planner, energy = modules["planner"], modules["energy"]
-    visited, valid = visited_of(memory, z0.shape[0], z0.shape[-1])
+    visited, valid = memory_lib.recent_latents(memory, z0.shape[0], z0.shape[-1])
 
     def one(z0_i, goal_i, init_i, key_i, visited_i, valid_i):
         k_plan, k_prior = jax.random.split(key_i)

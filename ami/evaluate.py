@@ -21,7 +21,8 @@ import jax.numpy as jnp
 
 import envs
 from ami import cost
-from ami.agent import Agent, AgentState, empty_memory, visited_of
+from ami import memory as memory_lib
+from ami.agent import Agent, AgentState, empty_memory
 
 
 def true_energy_fn(agent: Agent, env: envs.Env):
@@ -53,7 +54,7 @@ def twin_plan_fn(agent: Agent, env: envs.Env):
     planner, energy = agent.modules["planner"], true_energy_fn(agent, env)
 
     def plan_fn(params, z, g, init, key, env_states, memory=None):
-        visited, valid = visited_of(memory, z.shape[0], z.shape[-1])
+        visited, valid = memory_lib.recent_latents(memory, z.shape[0], z.shape[-1])
 
         def one(s, g_i, init_i, k, visited_i, valid_i):
             return planner.optimize(lambda a: energy(params, s, g_i, a, visited_i, valid_i), k, init_i)

@@ -100,6 +100,14 @@ def read_warm_start(memory: Memory, fill: str | Array = "last") -> Array:
     return shift_plan(memory.plan, memory.steps_since_plan, fill)
 
 
+def recent_latents(memory: Memory | None, n: int, latent_size: int) -> tuple[Array, Array]:
+    """The recent latents `[N, K, D]` and their validity `[N, K]` of a batch of `n` memories;
+    without a memory, one invalid row each."""
+    if memory is None:
+        return jnp.zeros((n, 1, latent_size), jnp.float32), jnp.zeros((n, 1), jnp.bool_)
+    return memory.latents, memory.latents_valid
+
+
 def reset_where(memory: Memory, done: Array) -> Memory:
     """A fresh memory where `done` is true, `memory` elsewhere.
 
