@@ -92,7 +92,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from ami.run import evaluate_run, load_run
 
-    cfg, agent, state = load_run(args.run_dir)
+    cfg, agent, state = load_run(args.run_dir, args.overrides)
     results = evaluate_run(cfg, agent, state, cfg.eval.controllers if args.all else ("learned",))
     out = {"success_rate": results["learned"]["success_rate"], "controllers": results}
     summary_path = Path(args.run_dir) / "summary.json"
@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="re-evaluate a finished run from its checkpoint")
     ev.add_argument("run_dir")
     ev.add_argument("--all", action="store_true", help="every controller in eval.controllers, not only the learned one")
+    replan = "planner.*, cost.* or eval.* overrides to re-plan with, e.g. planner.name=cem eval.budget=large"
+    ev.add_argument("overrides", nargs="*", help=replan)
     ev.set_defaults(func=_cmd_eval)
     pl = sub.add_parser("plan", help="planners on the learned vs the true energy of a finished run")
     pl.add_argument("run_dir")
@@ -167,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and (args.func is not _cmd_train or any(x.startswith("-") or "=" not in x for x in extra)):
+    if extra and (args.func not in (_cmd_train, _cmd_eval) or any(x.startswith("-") or "=" not in x for x in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:  # overrides after --run-dir: `ami train CONFIG --run-dir DIR key=value`
         args.overrides = [*args.overrides, *extra]

@@ -93,6 +93,16 @@ def test_eval_reproduces_the_trained_success_rate(trained_run, capsys):
     assert out["controllers"]["learned"] == summary["controllers"]["learned"]
 
 
+def test_eval_replans_a_finished_run_with_another_planner(trained_run, capsys):
+    run_dir, _ = trained_run
+    assert cli.main(["eval", str(run_dir), "planner.name=cem", "eval.episodes=4"]) == 0
+    out = last_json(capsys.readouterr().out)
+    assert set(out["controllers"]) == {"learned"}
+    assert 0.0 <= out["success_rate"] <= 1.0
+    assert cli.main(["eval", str(run_dir), "world_model.hidden=[8]"]) == 2
+    assert "world_model.hidden: a finished run is re-planned with" in capsys.readouterr().err
+
+
 USER_ENV = textwrap.dedent(
     '''
     """A user's own goal-conditioned env: a 2-D point that walks to a goal."""
