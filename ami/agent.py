@@ -384,8 +384,8 @@ def make_agent(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size: i
     """The agent for a resolved config (`ami.configurator.resolve`)."""
     modules = make_modules(cfg, tuple(obs_shape), action_size)
 
-    def _plan(params, z0, goal, init_plan, key):
-        return plan_batch(modules, params, z0, goal, init_plan, key)
+    def _plan(params, z0, goal, init_plan, key, memory=None):
+        return plan_batch(modules, params, z0, goal, init_plan, key, memory)
 
     return Agent(
         init=lambda key, num_envs: init(cfg, modules, key, num_envs),

@@ -352,8 +352,8 @@ def with_planner(agent: Agent, planner: Planner) -> Agent:
     def act(state, obs, goal, key, plan_fn=None, context=None):
         return agent_lib.act(cfg, modules, state, obs, goal, key, plan_fn, context)
 
-    def plan(params, z0, goal, init_plan, key):
-        return agent_lib.plan_batch(modules, params, z0, goal, init_plan, key)
+    def plan(params, z0, goal, init_plan, key, memory=None):
+        return agent_lib.plan_batch(modules, params, z0, goal, init_plan, key, memory)
 
     return agent._replace(act=act, plan=plan, modules=modules)
 

@@ -19,7 +19,7 @@ reports success or energy, evaluations used, and the wall time of one batched de
 (median of `--repeats` after a warm-up call). Prints a table, writes JSON and a PNG of
 success against evaluations.
 
-    python benchmarks/planners.py --run-dir runs/quickstart [--episodes 64] [--reacher]
+    python benchmarks/planners.py --run-dir runs/quickstart [--set cost.visit_weight=12] [--episodes 64] [--reacher]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import envs
 from ami import evaluate
 from ami.actor import make_planner, planner_defaults, shift_plan
+from ami.agent import empty_memory
 from ami.landscape import with_planner
 from ami.run import load_run, make_env
 from envs.native import TwoRooms
@@ -104,9 +105,11 @@ def learned_row(run, name: str, budget: int, episodes: int, repeats: int) -> dic
     z = modules["perception"].encode(params["encoder"], reset.obs)
     g = modules["perception"].encode(params["encoder"], reset.info[envs.GOAL_OBS])
     init = jnp.zeros((episodes, *modules["planner"].space.shape))
+    memory = empty_memory(cfg, modules, episodes)  # a full history: the visit term's cost is timed too
+    memory = memory._replace(latents_valid=jnp.ones_like(memory.latents_valid))
     plan = jax.jit(agent.plan)
-    seconds = timed(plan, params, z, g, init, jax.random.key(1), repeats=repeats)
-    evals = int(plan(params, z, g, init, jax.random.key(1)).evaluations[0])
+    seconds = timed(plan, params, z, g, init, jax.random.key(1), memory, repeats=repeats)
+    evals = int(plan(params, z, g, init, jax.random.key(1), memory).evaluations[0])
     return {
         "problem": "two_rooms_learned",
         "planner": name,
@@ -255,6 +258,8 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run-dir", default=None, help="a trained Two-Rooms run (learned-model rows)")
+    replan = "a planner/cost/eval override of the run (repeatable), e.g. --set cost.visit_weight=12"
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=replan)
     parser.add_argument("--planners", default="gradient,hybrid,cem,icem,mppi")
     parser.add_argument("--learned-budgets", default="250,1000,4000")
     parser.add_argument("--true-budgets", default="250,1000,10000,100000")
@@ -276,7 +281,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     if args.run_dir:
-        run = load_run(args.run_dir)
+        run = load_run(args.run_dir, args.set)
         for name in names:
             for budget in budgets["learned"]:
                 report(learned_row(run, name, budget, args.episodes, args.repeats))

@@ -518,7 +518,7 @@ def test_act_with_a_visit_term_keeps_the_history_and_plans_away_from_it():
     )
     params = state.learner.params
     init = jnp.zeros((2, cfg.planner.horizon, 2))
-    plan = jax.jit(partial(agent_module.plan_batch, agent.modules))  # eager planning is slow on CPU
+    plan = jax.jit(agent.plan)  # eager planning is slow on CPU
     with_history = plan(params, z, z, init, jax.random.key(2), full)
-    without = plan(params, z, z, init, jax.random.key(2), None)
+    without = plan(params, z, z, init, jax.random.key(2))
     assert bool(jnp.all(with_history.energy > without.energy))
