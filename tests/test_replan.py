@@ -51,3 +51,11 @@ def test_a_new_budget_keeps_what_is_given_and_rechooses_the_rest(saved):
 def test_without_a_new_planner_or_budget_the_saved_search_is_kept(saved):
     with pytest.raises(configlib.ConfigError, match="has no option 'population'"):
         replan_config(saved, ["planner.population=64"])  # the saved planner is the gradient one
+
+
+def test_a_trained_policy_keeps_its_horizon():
+    saved = resolve(load_experiment(QUICKSTART, ["policy.enabled=true"]), TASK)
+    with pytest.raises(configlib.ConfigError, match="policy was trained for the saved horizon") as err:
+        replan_config(saved, ["planner.horizon=8"])
+    assert err.value.key == "planner.horizon"
+    assert replan_config(saved, ["planner.replan_every=2"]).planner.replan_every == 2
