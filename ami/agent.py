@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import optax
 
 from ami import cost, memory, perception, policy, world_model
-from ami import memory as memory_lib
 from ami.actor import make_planner
 from ami.config import ExperimentConfig
 
@@ -299,15 +298,15 @@ def plan_batch(
     goal: jax.Array,
     init: jax.Array,
     key: jax.Array,
-    memory: memory_lib.Memory | None = None,
+    mem: memory.Memory | None = None,
 ):
     """Plans for a batch: `z0, goal [N, D]`, warm starts `init [N, H, A]` -> `PlanResult [N]`.
 
     With an amortised policy its proposals are the planner's `prior` candidates; the batched
-    short-term `memory [N]` feeds the energy's visit term (ignored when its weight is 0).
+    short-term memory `mem [N]` feeds the energy's visit term (ignored when its weight is 0).
     """
     planner, energy = modules["planner"], modules["energy"]
-    visited, valid = memory_lib.recent_latents(memory, z0.shape[0], z0.shape[-1])
+    visited, valid = memory.recent_latents(mem, z0.shape[0], z0.shape[-1])
 
     def one(z0_i, goal_i, init_i, key_i, visited_i, valid_i):
         k_plan, k_prior = jax.random.split(key_i)
@@ -384,8 +383,8 @@ def make_agent(cfg: ExperimentConfig, obs_shape: tuple[int, ...], action_size: i
     """The agent for a resolved config (`ami.configurator.resolve`)."""
     modules = make_modules(cfg, tuple(obs_shape), action_size)
 
-    def _plan(params, z0, goal, init_plan, key, memory=None):
-        return plan_batch(modules, params, z0, goal, init_plan, key, memory)
+    def _plan(params, z0, goal, init_plan, key, mem=None):
+        return plan_batch(modules, params, z0, goal, init_plan, key, mem)
 
     return Agent(
         init=lambda key, num_envs: init(cfg, modules, key, num_envs),

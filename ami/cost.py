@@ -10,7 +10,8 @@ with `c_t` = 1 at t = H only (`terminal`) or uniform 1/H over the horizon, plus,
 memory): `w_visit mean_t sum_k exp(-||z_t - v_k||^2 / (2 s^2))`. An agent held at a local
 minimum of the energy (at a wall, the goal behind it) makes its own position dearer the
 longer it stays, until the plan slides away along the wall; on Two-Rooms it lifts learned
-success from 0.855 to 0.935 (benchmarks/RESULTS.md). Averaging the
+success from 0.84 to 0.97, but the agent then leaves the goal too (benchmarks/RESULTS.md).
+Averaging the
 cost-to-go over the imagined states rewards getting closer early and keeps the gradient
 alive where the last state alone sits on a plateau (measured on Two-Rooms with the exact
 geodesic cost-to-go and true dynamics, H=16, 8 restarts: 88.5 % terminal, 100 % averaged;

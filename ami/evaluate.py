@@ -20,8 +20,7 @@ import jax
 import jax.numpy as jnp
 
 import envs
-from ami import cost
-from ami import memory as memory_lib
+from ami import cost, memory
 from ami.agent import Agent, AgentState, empty_memory
 
 
@@ -53,8 +52,8 @@ def twin_plan_fn(agent: Agent, env: envs.Env):
     with the same energy as the learned model's, the memory's visit term included."""
     planner, energy = agent.modules["planner"], true_energy_fn(agent, env)
 
-    def plan_fn(params, z, g, init, key, env_states, memory=None):
-        visited, valid = memory_lib.recent_latents(memory, z.shape[0], z.shape[-1])
+    def plan_fn(params, z, g, init, key, env_states, mem=None):
+        visited, valid = memory.recent_latents(mem, z.shape[0], z.shape[-1])
 
         def one(s, g_i, init_i, k, visited_i, valid_i):
             return planner.optimize(lambda a: energy(params, s, g_i, a, visited_i, valid_i), k, init_i)
@@ -80,8 +79,8 @@ def run_episodes(
     """
     k_reset, k_run = jax.random.split(key)
     states = jax.vmap(env.reset)(jax.random.split(k_reset, num_episodes))
-    memory = empty_memory(agent.modules["cfg"], agent.modules, num_episodes)
-    agent_state = AgentState(agent_state.learner, memory, jnp.zeros((), jnp.int32))
+    fresh = empty_memory(agent.modules["cfg"], agent.modules, num_episodes)
+    agent_state = AgentState(agent_state.learner, fresh, jnp.zeros((), jnp.int32))
     plan_fn = twin_plan_fn(agent, env) if controller == "true_dynamics" else None
 
     def body(carry, key_t):

@@ -289,15 +289,15 @@ def guarded_twin_plan_fn(
     """
     grad = jax.vmap(jax.grad(true_energy, argnums=3), (None, 0, 0, 0))
 
-    def guarded(params, z, goal, init, key, env_states, memory=None) -> PlanResult:
-        result = plan_fn(params, z, goal, init, key, env_states, memory)
+    def guarded(params, z, goal, init, key, env_states, mem=None) -> PlanResult:
+        result = plan_fn(params, z, goal, init, key, env_states, mem)
         _, nonfinite, exploding = jax.vmap(partial(gradient_health, max_norm=max_norm))(
             grad(params, env_states, goal, result.actions)
         )
         bad = nonfinite | exploding
 
         def fallback_plan() -> PlanResult:
-            return take_fallback(result, fallback_plan_fn(params, z, goal, init, key, env_states, memory), bad)
+            return take_fallback(result, fallback_plan_fn(params, z, goal, init, key, env_states, mem), bad)
 
         return jax.lax.cond(jnp.any(bad), fallback_plan, lambda: take_fallback(result, result, bad))
 
@@ -352,8 +352,8 @@ def with_planner(agent: Agent, planner: Planner) -> Agent:
     def act(state, obs, goal, key, plan_fn=None, context=None):
         return agent_lib.act(cfg, modules, state, obs, goal, key, plan_fn, context)
 
-    def plan(params, z0, goal, init_plan, key, memory=None):
-        return agent_lib.plan_batch(modules, params, z0, goal, init_plan, key, memory)
+    def plan(params, z0, goal, init_plan, key, mem=None):
+        return agent_lib.plan_batch(modules, params, z0, goal, init_plan, key, mem)
 
     return agent._replace(act=act, plan=plan, modules=modules)
 
