@@ -105,20 +105,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ami import plan_output, plan_plots, plan_report
+    from ami.diagnostics import output, plots, report
 
     try:
-        plan_plots.pyplot()  # fail before any work when matplotlib is missing
+        plots.pyplot()  # fail before any work when matplotlib is missing
     except ImportError as e:
         print(f"ami: error: {e}", file=sys.stderr)
         return 2
     planners = [p.strip() for p in args.planners.split(",") if p.strip()] if args.planners else None
     fallback = None if args.fallback == "none" else args.fallback
     out_dir = Path(args.out) if args.out else Path(args.run_dir) / "plan"
-    record = plan_report.report(args.run_dir, planners, args.pairs, args.episodes, fallback)
-    record = plan_output.jsonable(record)
-    paths = plan_output.write(record, out_dir) + plan_plots.write_figures(record, out_dir)
-    print(plan_output.format_table(record["table"]))
+    record = report.report(args.run_dir, planners, args.pairs, args.episodes, fallback)
+    record = output.jsonable(record)
+    paths = output.write(record, out_dir) + plots.write_figures(record, out_dir)
+    print(output.format_table(record["table"]))
     print(f"ami plan: {record['wall_time_s']} s; wrote {', '.join(str(p) for p in paths)}")
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from ami import actor, configlib
+from ami import actor, configlib, family, scalars
 from ami.configlib import ConfigError, check
 from ami.nn import ACTIVATIONS
 
@@ -33,20 +33,35 @@ class EnvConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Offline data collection by an exploration policy with smooth random actions.
+class AgentConfig:
+    """Which agent family runs (`ami.family.names()`): `ami`, the AMI agent of `ami.agent`."""
 
-    Actions follow `a_t = clip(beta a_{t-1} + sqrt(1 - beta^2) eps_t)`, eps ~ N(0, I).
+    name: str = "ami"
+
+    def validate(self) -> None:
+        known = family.names()
+        check(self.name in known, "name", f"unknown agent family {self.name!r}; known: {', '.join(known)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The replay buffer: `num_envs` environment streams of `steps_per_env` steps each.
+
+    Offline, it is filled once by an exploration policy with smooth random actions,
+    `a_t = clip(beta a_{t-1} + sqrt(1 - beta^2) eps_t)`, eps ~ N(0, I). Online (`online.*`),
+    `num_envs` environments act in parallel and `steps_per_env` is the capacity of each
+    stream (None: the configurator makes it hold the whole run). Its memory is checked
+    against `max_replay_mb` before anything is allocated.
     """
 
     num_envs: int = 256
-    steps_per_env: int = 400
+    steps_per_env: int | None = None
     smoothing: float = 0.8
     max_replay_mb: float = 2048.0
 
     def validate(self) -> None:
         check(self.num_envs >= 1, "num_envs", "must be >= 1")
-        check(self.steps_per_env >= 2, "steps_per_env", "must be >= 2")
+        check(self.steps_per_env is None or self.steps_per_env >= 2, "steps_per_env", "must be >= 2")
         check(0.0 <= self.smoothing < 1.0, "smoothing", "must be in [0, 1)")
         check(self.max_replay_mb > 0, "max_replay_mb", "must be > 0")
 
@@ -94,8 +109,14 @@ class WorldModelConfig:
     inverse_weight: float = 0.0
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 1.0
+    reward_weight: float = 1.0
+    reward_hidden: tuple[int, ...] = (256,)
+    reward_head: Literal["twohot", "symlog", "mse"] = "twohot"
 
     def validate(self) -> None:
+        check(self.reward_weight >= 0.0, "reward_weight", "must be >= 0")
+        check(all(h >= 1 for h in self.reward_hidden), "reward_hidden", "widths must be >= 1")
+        check(self.reward_head in scalars.KINDS, "reward_head", f"must be one of {scalars.KINDS}")
         check(self.prediction_horizon >= 1, "prediction_horizon", "must be >= 1")
         check(self.contrastive_temperature > 0, "contrastive_temperature", "must be > 0")
         check(
@@ -145,20 +166,51 @@ class CriticConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ValueConfig:
+    """The value critic of reward tasks (`ami.value`): `num_heads` Q heads on `[z, a]` with a
+    `head` (`ami.scalars`), trained on TD(`lam`) targets of discount `gamma` (None: chosen by
+    the configurator from the episode length) with a target copy updated at rate `1 - target_tau`.
+    `weight` scales its loss in the world model's update (its gradient shapes the latent)."""
+
+    num_heads: int = 2
+    hidden: tuple[int, ...] = (256, 256)
+    gamma: float | None = None
+    lam: float = 0.0
+    target_tau: float = 0.99
+    weight: float = 1.0
+    head: Literal["twohot", "symlog", "mse"] = "twohot"
+
+    def validate(self) -> None:
+        check(self.num_heads >= 1, "num_heads", "must be >= 1")
+        check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
+        check(self.gamma is None or 0.0 < self.gamma < 1.0, "gamma", "must be in (0, 1)")
+        check(0.0 <= self.lam <= 1.0, "lam", "must be in [0, 1]")
+        check(0.0 <= self.target_tau < 1.0, "target_tau", "must be in [0, 1)")
+        check(self.weight >= 0.0, "weight", "must be >= 0")
+        check(self.head in scalars.KINDS, "head", f"must be one of {scalars.KINDS}")
+
+
+@dataclasses.dataclass(frozen=True)
 class PolicyConfig:
     """The amortised policy (`ami.policy`): trained on the planner's energy through the world
     model; when enabled it proposes `candidates` action sequences (noise std `noise`) to the
-    planner at every decision."""
+    planner at every decision. `objective`: `energy` trains it on the planner's energy of its
+    imagined `planner.horizon`-step rollouts; `value` (reward tasks) maximises the value
+    critic at its action, `mean_i Q_i(z, pi(z))`, on replayed latents (one step, no
+    rollout: TD-MPC2's actor). None: the configurator enables it on reward tasks (the value
+    term needs the policy's action) and not on goal tasks, picks `value` on reward tasks and
+    `energy` on goal tasks, and sizes `candidates` to the planner's budget."""
 
-    enabled: bool = False
+    enabled: bool | None = None
+    objective: Literal["energy", "value"] | None = None
     hidden: tuple[int, ...] = (256, 256)
-    candidates: int = 8
+    candidates: int | None = None
     noise: float = 0.3
     batch_size: int = 256
 
     def validate(self) -> None:
         check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
-        check(self.candidates >= 1, "candidates", "must be >= 1")
+        check(self.candidates is None or self.candidates >= 1, "candidates", "must be >= 1")
         check(self.noise >= 0.0, "noise", "must be >= 0")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
 
@@ -177,9 +229,11 @@ class CostConfig:
     visit_weight: float = 0.0
     visit_scale: float = 1.0
     visit_history: int = 100
+    reward_weight: float | None = None
+    value_weight: float | None = None
 
     def validate(self) -> None:
-        for name in ("goal_weight", "critic_weight", "action_weight", "visit_weight"):
+        for name in ("goal_weight", "critic_weight", "action_weight", "visit_weight", "reward_weight", "value_weight"):
             value = getattr(self, name)
             check(value is None or value >= 0.0, name, "must be >= 0")
         check(self.visit_scale > 0.0, "visit_scale", "must be > 0")
@@ -190,7 +244,8 @@ class CostConfig:
 class PlannerConfig:
     """The actor's planner and receding-horizon control; None: chosen by the configurator.
 
-    `name` is a registered planner (`ami.actor.planner_names()`). The common settings
+    `name` is a registered planner (`ami.actor.planner_names()`). `mode: policy` acts with the
+    amortised policy alone, without planning (for speed and ablations). The common settings
     (`iterations`, `restarts`, `population`, `learning_rate`, `init`) reach the planner when
     its kind has that option; setting one the kind lacks is an error. `options` holds the
     kind's other options (`ami.actor.planner_defaults(name)`), checked here by name.
@@ -204,6 +259,7 @@ class PlannerConfig:
     learning_rate: float | None = None
     replan_every: int | None = None
     init: Literal["uniform", "constant", "zeros"] = "constant"
+    mode: Literal["plan", "policy"] = "plan"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
@@ -264,22 +320,59 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class OnlineConfig:
+    """Online learning (`ami.online`): act, store, update, repeat. None: the configurator turns it
+    on for reward tasks and off for goal tasks (which learn from offline data).
+
+    Steps are counted as the benchmark does: `env_steps` and the others below are env (control)
+    steps, action repeat included; an agent decision is `env.action_repeat` env steps. The
+    first `seed_steps` act uniformly at random; after them every decision of the
+    `data.num_envs` envs is followed by `round(updates_per_step * num_envs)` updates.
+    Acting adds Gaussian noise of std `action_noise`. `chunk` decisions run in one jitted
+    `lax.scan`, so the loop's counters move by a chunk's env steps (`chunk * num_envs *
+    action_repeat`): the run ends at the first chunk boundary at or past `env_steps`, and
+    evaluates (checkpoints) at the first boundary past each multiple of `eval_every`
+    (`checkpoint_every`) and at the end."""
+
+    enabled: bool | None = None
+    env_steps: int = 100_000
+    seed_steps: int = 5_000
+    updates_per_step: float = 1.0
+    chunk: int = 250
+    action_noise: float = 0.1
+    eval_every: int = 10_000
+    checkpoint_every: int = 10_000
+
+    def validate(self) -> None:
+        check(self.env_steps >= 1, "env_steps", "must be >= 1")
+        check(self.seed_steps >= 0, "seed_steps", "must be >= 0")
+        check(self.updates_per_step >= 0.0, "updates_per_step", "must be >= 0")
+        check(self.chunk >= 1, "chunk", "must be >= 1")
+        check(self.action_noise >= 0.0, "action_noise", "must be >= 0")
+        check(self.eval_every >= 1, "eval_every", "must be >= 1")
+        check(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """Evaluation by planning: all episodes batched, a fixed seed.
 
     `controllers`: which of `learned` (always), `true_dynamics` (the ground-truth twin) and
-    `random` run on the same episodes. `success`: an episode counts as solved when the goal
+    `random` run on the same episodes (None: all three on goal tasks, `learned` and `random`
+    on reward tasks). `success`: an episode counts as solved when the goal
     is reached at `any` step, or only when the `final` state is at the goal.
     """
 
     episodes: int = 200
     seed: int = 12345
-    controllers: tuple[str, ...] = ("learned", "true_dynamics", "random")
+    controllers: tuple[str, ...] | None = None
     success: Literal["any", "final"] = "any"
     budget: Literal["small", "medium", "large"] = "medium"
 
     def validate(self) -> None:
         check(self.episodes >= 1, "episodes", "must be >= 1")
+        if self.controllers is None:
+            return
         known = ("learned", "true_dynamics", "random")
         unknown = [c for c in self.controllers if c not in known]
         check(not unknown, "controllers", f"unknown {unknown}; choose from {list(known)}")
@@ -292,19 +385,29 @@ class ExperimentConfig:
     """A whole experiment: what `ami train CONFIG` runs."""
 
     seed: int = 0
+    agent: AgentConfig = dataclasses.field(default_factory=AgentConfig)
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     perception: PerceptionConfig = dataclasses.field(default_factory=PerceptionConfig)
     world_model: WorldModelConfig = dataclasses.field(default_factory=WorldModelConfig)
     critic: CriticConfig = dataclasses.field(default_factory=CriticConfig)
     cost: CostConfig = dataclasses.field(default_factory=CostConfig)
+    value: ValueConfig = dataclasses.field(default_factory=ValueConfig)
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     planner: PlannerConfig = dataclasses.field(default_factory=PlannerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    online: OnlineConfig = dataclasses.field(default_factory=OnlineConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
     def validate(self) -> None:
+        check(
+            self.planner.mode == "plan" or self.policy.enabled is not False,
+            "planner.mode",
+            "'policy' acts with the amortised policy: it needs policy.enabled",
+        )
         steps = self.data.steps_per_env
+        if steps is None:
+            return
         check(
             self.world_model.prediction_horizon <= steps,
             "world_model.prediction_horizon",
@@ -320,6 +423,7 @@ def load_experiment(path_or_mapping, overrides=()) -> ExperimentConfig:
 
 
 __all__ = [
+    "AgentConfig",
     "ConfigError",
     "CostConfig",
     "CriticConfig",
@@ -328,9 +432,11 @@ __all__ = [
     "EvalConfig",
     "ExperimentConfig",
     "PerceptionConfig",
+    "OnlineConfig",
     "PlannerConfig",
     "PolicyConfig",
     "TrainConfig",
+    "ValueConfig",
     "WorldModelConfig",
     "load_experiment",
 ]

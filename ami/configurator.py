@@ -19,15 +19,36 @@ or on the command line is kept as given). The rule it applies:
 * Cost weights: with the critic, the energy is the critic's cost-to-go averaged over the
   imagined states plus the latent goal distance weighted 0.1 (a tie-breaker near the
   goal); without it, the latent goal distance of the last imagined state (weight 1).
+* Learning: goal tasks learn offline from `data.steps_per_env = 400` steps of exploration
+  per env; reward tasks learn online (`online.enabled`), the replay holding the whole run:
+  `steps_per_env = ceil(online.env_steps / (action_repeat * num_envs))`.
+
+Reward tasks (no goal; the env's reward is the score):
+
+* Energy: `reward` and `value` terms weighted 1 (the negated predicted return, see
+  `ami.cost`), no goal terms; the amortised policy is enabled (the value term evaluates
+  `Q(z_H, pi(z_H))`, and it proposes candidates to the planner).
+* Horizon `H = clip(episode_length // 100, 3, 8)` decisions (3 for episodes of up to 399
+  decisions, 5 for DMC's 500); the value critic carries everything past it, so the plan
+  is short and re-made at every decision (`replan_every = 1`).
+* Discount `gamma = clip(1 - 5 / episode_length, 0.95, 0.995)` (TD-MPC2's heuristic: an
+  effective horizon of a fifth of the episode), 0.99 for 500 decisions.
+* Controllers evaluated: `learned` and `random` (goal tasks: also `true_dynamics`).
+* Policy: trained to maximise the value critic (`policy.objective: value`, TD-MPC2's
+  actor) on reward tasks, on the planner's energy of its rollouts on goal tasks; its
+  proposals: half the gradient planner's restarts, a sixteenth of a sampling planner's
+  population.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 from ami import actor
 from ami.config import ExperimentConfig
+from ami.configlib import check
 
 BUDGETS = {"small": (4, 16), "medium": (8, 30), "large": (16, 50)}
 SAMPLING_BUDGETS = {"small": (64, 4), "medium": (256, 8), "large": (1024, 12)}
@@ -62,21 +83,85 @@ def _search(cfg: ExperimentConfig) -> dict:
 
 def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
     """The complete config for `task`: every `None` chosen by the rule in the module docstring."""
-    if not task.goal_conditioned:
-        raise ValueError(
-            f"env {cfg.env.name!r} is not goal-conditioned; the goal-reaching agent needs "
-            "state.info['goal_obs'] (see README: your own environment)"
-        )
-    critic = cfg.critic.enabled
+    goal = task.goal_conditioned
+    critic = cfg.critic.enabled and goal
     horizon = cfg.planner.horizon
     if horizon is None:
-        horizon = min(max(task.episode_length // 6, 8), 32) if critic else min(max(task.episode_length // 2, 16), 64)
-    planner = _fill(cfg.planner, horizon=horizon, replan_every=max(1, horizon // 4), **_search(cfg))
+        if not goal:
+            horizon = min(max(task.episode_length // 100, 3), 8)
+        elif critic:
+            horizon = min(max(task.episode_length // 6, 8), 32)
+        else:
+            horizon = min(max(task.episode_length // 2, 16), 64)
+    replan = max(1, horizon // 4) if goal else 1
+    planner = _fill(cfg.planner, horizon=horizon, replan_every=replan, **_search(cfg))
     if actor.planner_defaults(planner.name).get("elites") is not None and "elites" not in planner.options:
         population = planner.population or actor.planner_defaults(planner.name)["population"]
         planner = dataclasses.replace(planner, options={**planner.options, "elites": max(1, population // 8)})
-    cost = _fill(
-        cfg.cost, goal_weight=0.1 if critic else 1.0, critic_weight=1.0 if critic else 0.0, terminal=not critic
+    if goal:
+        cost = _fill(
+            cfg.cost,
+            goal_weight=0.1 if critic else 1.0,
+            critic_weight=1.0 if critic else 0.0,
+            terminal=not critic,
+            reward_weight=0.0,
+            value_weight=0.0,
+        )
+    else:
+        cost = _fill(cfg.cost, goal_weight=0.0, critic_weight=0.0, terminal=True, reward_weight=1.0, value_weight=1.0)
+    gamma = min(max(1.0 - 5.0 / task.episode_length, 0.95), 0.995)
+    value = _fill(cfg.value, gamma=round(gamma, 6))
+    slots = planner.restarts or planner.population or actor.planner_defaults(planner.name).get("population") or 8
+    policy = _fill(
+        cfg.policy,
+        enabled=not goal,
+        objective="energy" if goal else "value",
+        candidates=max(1, slots // (2 if planner.restarts else 16)),
     )
+    online = _fill(cfg.online, enabled=not goal)
     env = _fill(cfg.env, episode_length=task.episode_length, action_repeat=task.action_repeat)
-    return dataclasses.replace(cfg, planner=planner, cost=cost, env=env)
+    controllers = ("learned", "true_dynamics", "random") if goal else ("learned", "random")
+    evaluation = _fill(cfg.eval, controllers=controllers)
+    steps = 400
+    if online.enabled:
+        steps = math.ceil(online.env_steps / (task.action_repeat * cfg.data.num_envs))
+    data = _fill(cfg.data, steps_per_env=max(steps, 2))
+    out = dataclasses.replace(
+        cfg, planner=planner, cost=cost, env=env, value=value, policy=policy, online=online, eval=evaluation, data=data
+    )
+    _check_resolved(out, task)
+    return out
+
+
+def _check_resolved(cfg: ExperimentConfig, task: Task) -> None:
+    """The checks that need the task: what the resolved settings must agree on."""
+    if not task.goal_conditioned:
+        weights = cfg.cost
+        check(
+            not weights.goal_weight and not weights.critic_weight,
+            "cost.goal_weight",
+            f"env {cfg.env.name!r} has no goal (a reward task): goal and critic weights must be 0",
+        )
+        check(
+            "true_dynamics" not in cfg.eval.controllers,
+            "eval.controllers",
+            "the ground-truth twin plans towards a goal; a reward task evaluates 'learned' and 'random'",
+        )
+    if cfg.cost.value_weight:
+        check(cfg.policy.enabled, "policy.enabled", "the value term reads Q(z, pi(z)): it needs the policy")
+    if cfg.policy.enabled and cfg.policy.objective == "value":
+        check(not task.goal_conditioned, "policy.objective", "'value' maximises the reward task's Q: use 'energy'")
+    if cfg.online.enabled:
+        check(
+            not cfg.perception.normalize,
+            "perception.normalize",
+            "standardises with statistics of offline data; online learning has none up front",
+        )
+    steps = cfg.data.steps_per_env
+    check(
+        cfg.world_model.prediction_horizon <= steps,
+        "world_model.prediction_horizon",
+        f"must be <= data.steps_per_env ({steps})",
+    )
+    if task.goal_conditioned:
+        check(cfg.critic.max_goal_offset <= steps, "critic.max_goal_offset", f"must be <= data.steps_per_env ({steps})")

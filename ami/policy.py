@@ -1,4 +1,4 @@
-"""Amortised policy: a goal-conditioned actor `pi(z, g) -> a` trained to do what the planner does.
+"""Amortised policy: an actor `pi(z, g) -> a` (`pi(z)` on reward tasks) trained to do what the planner does.
 
 LeCun's mode-1 next to the planner's mode-2: the policy is trained by minimising the same
 energy the planner minimises, through the learned world model (backpropagation through the
@@ -27,21 +27,31 @@ Params = nn.Params
 
 
 class Policy(NamedTuple):
-    """`init(key) -> params`; `apply(params, z [..., D], g [..., D]) -> a [..., A]` in [-1, 1]."""
+    """`init(key) -> params`; `apply(params, z [..., D], g [..., D] | None) -> a [..., A]` in [-1, 1]
+    (`g` None for a policy made without a goal)."""
 
     init: Callable[[jax.Array], Params]
     apply: Callable[[Params, jax.Array, jax.Array], jax.Array]
     action_size: int
 
 
-def make_policy(latent_size: int, action_size: int, hidden: Sequence[int] = (256, 256), activation: str = "mish"):
-    """A deterministic goal-conditioned policy `tanh(MLP([z, g]))`."""
+def make_policy(
+    latent_size: int,
+    action_size: int,
+    hidden: Sequence[int] = (256, 256),
+    activation: str = "mish",
+    goal_conditioned: bool = True,
+):
+    """A deterministic policy `tanh(MLP([z, g]))`, or `tanh(MLP(z))` without a goal."""
     net = nn.mlp(hidden, action_size, activation=activation, layer_norm=True)
+    width = 2 * latent_size if goal_conditioned else latent_size
 
     def init(key: jax.Array) -> Params:
-        return net.init(key, jnp.zeros(2 * latent_size, jnp.float32))
+        return net.init(key, jnp.zeros(width, jnp.float32))
 
-    def apply(params: Params, z: jax.Array, g: jax.Array) -> jax.Array:
+    def apply(params: Params, z: jax.Array, g: jax.Array | None = None) -> jax.Array:
+        if not goal_conditioned:
+            return jnp.tanh(net.apply(params, z))
         z, g = jnp.broadcast_arrays(z, g)
         return jnp.tanh(net.apply(params, jnp.concatenate([z, g], axis=-1)))
 
@@ -110,3 +120,14 @@ def policy_loss(
     energies, magnitude = jax.vmap(one)(z0, goal)
     loss = jnp.mean(energies)
     return loss, {"policy_loss": loss, "policy_action_abs": jnp.mean(magnitude)}
+
+
+def value_loss(
+    params: Params, policy: Policy, q_value: Callable[[jax.Array, jax.Array], jax.Array], z: jax.Array
+) -> tuple[jax.Array, dict]:
+    """`-mean Q(z, pi(z))` over latents `z [B, D]`: the policy maximises the value critic at its own
+    action (`q_value(z, a) -> [B]`, the heads' mean, held fixed by the caller)."""
+    actions = policy.apply(params, z)
+    q = q_value(z, actions)
+    loss = -jnp.mean(q)
+    return loss, {"policy_loss": loss, "policy_action_abs": jnp.mean(jnp.abs(actions))}

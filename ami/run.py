@@ -1,8 +1,11 @@
 """A run: build everything from a config, train, evaluate, and write the run directory.
 
 A run directory holds `config.yaml` (the resolved config), `metrics.jsonl` (one line per
-training chunk and per phase), `summary.json`, and `checkpoints/` (Orbax: the learner's
-parameters, optimiser states, key and step, with the config as metadata).
+training chunk, per evaluation and per phase), `summary.json`, and `checkpoints/` (Orbax:
+everything needed to continue: the agent state with its parameters, optimiser states, keys
+and memories, the replay buffer with its write head, and online the env states and
+counters; the config as metadata). The run knows the agent only through the family
+contract (`ami.agent.Agent`): it never reads which family it runs.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-from ami import checkpoint, configlib, replay
-from ami.agent import Agent, AgentState, make_agent, with_obs_stats
+from ami import checkpoint, configlib, family, online, replay
+from ami.agent import Agent, Spec
 from ami.config import ExperimentConfig
 from ami.configurator import Task, resolve
-from ami.evaluate import CONTROLLERS, evaluate
+from ami.evaluate import CONTROLLERS, evaluate, make_evaluator
 from ami.train import collect, make_train_chunk, to_replay
 
 
@@ -50,38 +53,45 @@ def make_env(cfg: ExperimentConfig, auto_reset: bool = True) -> envs.Env:
 
 
 def build(cfg: ExperimentConfig) -> tuple[ExperimentConfig, envs.Env, Agent]:
-    """Resolves `cfg` for its env (the configurator) and builds the env and the agent."""
+    """Resolves `cfg` for its env (the configurator) and builds the env and the agent of `agent.name`."""
     env = make_env(cfg)
-    task = Task(envs.is_goal_conditioned(env), env.action_size, int(env.episode_length), envs.action_repeat(env))
+    goal = envs.is_goal_conditioned(env)
+    task = Task(goal, env.action_size, int(env.episode_length), envs.action_repeat(env))
     cfg = resolve(cfg, task)
     obs_shape = (env.observation_size,) if isinstance(env.observation_size, int) else tuple(env.observation_size)
-    return cfg, env, make_agent(cfg, obs_shape, env.action_size)
+    return cfg, env, family.factory(cfg.agent.name)(cfg, Spec(obs_shape, env.action_size, goal))
 
 
 def _check_replay(cfg: ExperimentConfig, env: envs.Env) -> None:
-    state = jax.eval_shape(env.reset, jax.random.key(0))
-    action = np.zeros(env.action_size, np.float32)
-    example = {
-        "obs": np.zeros(state.obs.shape, state.obs.dtype),
-        "action": action,
-        "done": np.zeros((), np.float32),
-        "next_obs": np.zeros(state.obs.shape, state.obs.dtype),
-    }
+    """The replay's memory against `data.max_replay_mb`, before anything is allocated."""
+    obs = jax.eval_shape(env.reset, jax.random.key(0)).obs
+    scalar = np.zeros((), np.float32)
+    example = envs.Trajectory(
+        obs=np.zeros(obs.shape, obs.dtype),
+        action=np.zeros(env.action_size, np.float32),
+        reward=scalar,
+        done=scalar,
+        truncated=scalar,
+        next_obs=np.zeros(obs.shape, obs.dtype),
+    )
     d = cfg.data
-    replay.check_capacity(example, d.num_envs, d.steps_per_env, int(d.max_replay_mb * replay.MB))
+    try:
+        replay.check_capacity(example, d.num_envs, d.steps_per_env, int(d.max_replay_mb * replay.MB))
+    except ValueError as err:
+        raise configlib.ConfigError(str(err), "data.max_replay_mb") from None
 
 
 class Training(NamedTuple):
-    """What a training checkpoint holds: the learner and the replay buffer it samples from."""
+    """What an offline checkpoint holds: the agent state, the replay it samples from, updates done."""
 
-    learner: Any
+    agent: Any
     replay: replay.ReplayState
+    updates: jax.Array
 
 
 def _collect(cfg: ExperimentConfig, env: envs.Env, key: jax.Array) -> replay.ReplayState:
     d = cfg.data
-    data = collect(env, key, d.num_envs, d.steps_per_env, d.smoothing)
-    return to_replay(data)
+    return to_replay(collect(env, key, d.num_envs, d.steps_per_env, d.smoothing))
 
 
 def _keys(cfg: ExperimentConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -90,35 +100,59 @@ def _keys(cfg: ExperimentConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
     return k_data, k_init, k_train
 
 
-def _replay_shape(cfg: ExperimentConfig, env: envs.Env) -> replay.ReplayState:
-    """The abstract replay buffer of a run (shapes and dtypes; nothing is collected)."""
-    return jax.eval_shape(lambda k: _collect(cfg, env, k), _keys(cfg)[0])
-
-
-def _start(cfg, env, agent, run_dir: Path, progress: Progress) -> tuple[AgentState, replay.ReplayState]:
-    """A fresh start (collect the data, init the agent) or the newest checkpoint of `run_dir`."""
-    ckpt = run_dir / "checkpoints"
+def _offline_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> Training:
+    """The abstract offline checkpoint of a run (shapes and dtypes; nothing is collected)."""
     k_data, k_init, _ = _keys(cfg)
-    state = agent.init(k_init, 1)
-    if checkpoint.latest_step(ckpt) is not None:
-        target = Training(state.learner, _replay_shape(cfg, env))
-        saved, _ = checkpoint.restore(ckpt, target=target, fallback=True)
-        progress.say(f"resume: from update {int(saved.learner.step)} of {ckpt}")
-        progress.log({"phase": "resume", "updates": int(saved.learner.step)})
-        return state._replace(learner=saved.learner), saved.replay
+    return jax.eval_shape(
+        lambda kd, ki: Training(agent.init(ki, 1), _collect(cfg, env, kd), jnp.zeros((), jnp.int32)), k_data, k_init
+    )
+
+
+def _online_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> online.Online:
+    s = online.settings(cfg, envs.action_repeat(env))
+    return jax.eval_shape(lambda k: online.init(agent, env, s, k), _keys(cfg)[1])
+
+
+def _restore(run_dir: Path, target: Any, progress: Progress) -> Any:
+    saved, _ = checkpoint.restore(run_dir / "checkpoints", target=target, fallback=True)
+    return saved
+
+
+def _start(cfg, env, agent, run_dir: Path, progress: Progress) -> Training:
+    """A fresh start (collect the data, init the agent) or the newest checkpoint of `run_dir`."""
+    if checkpoint.latest_step(run_dir / "checkpoints") is not None:
+        saved = _restore(run_dir, _offline_target(cfg, env, agent), progress)
+        progress.say(f"resume: from update {int(saved.updates)} of {run_dir / 'checkpoints'}")
+        progress.log({"phase": "resume", "updates": int(saved.updates)})
+        return saved
+    k_data, k_init, _ = _keys(cfg)
     t0 = time.perf_counter()
     buffer = jax.block_until_ready(jax.jit(lambda k: _collect(cfg, env, k))(k_data))
+    if getattr(env, "check_finite", False):
+        envs.check_finite(buffer.data, cfg.env.name)
     env_steps = cfg.data.num_envs * cfg.data.steps_per_env
     progress.say(f"collect: {env_steps} env steps in {time.perf_counter() - t0:.1f} s")
     progress.log({"phase": "collect", "env_steps": env_steps})
-    if cfg.perception.normalize:
-        state = with_obs_stats(state, buffer.data.obs)
-    return state, buffer
+    state = agent.prepare(agent.init(k_init, 1), buffer)
+    return Training(state, buffer, jnp.zeros((), jnp.int32))
+
+
+def _say_metrics(metrics: dict) -> str:
+    shown = [
+        ("pred_loss", "pred", 4),
+        ("z_std", "z_std", 2),
+        ("z_rank", "rank", 1),
+        ("critic_loss", "critic", 4),
+        ("reward_loss", "reward", 4),
+        ("value_loss", "value", 4),
+        ("q_mean", "q", 2),
+    ]
+    return " ".join(f"{label} {metrics[k]:.{digits}f}" for k, label, digits in shown if k in metrics)
 
 
 def train_model(
     cfg: ExperimentConfig, env: envs.Env, agent: Agent, run_dir: Path, progress: Progress, max_chunks: int | None = None
-) -> AgentState:
+) -> Training:
     """Collects the offline data (or resumes from `run_dir/checkpoints`) and trains.
 
     Chunk `i` always uses the key `fold_in(k_train, i)`, so a resumed run continues exactly
@@ -126,10 +160,11 @@ def train_model(
     end. `max_chunks` stops after that many chunks in this call (a time-sliced job).
     """
     t = cfg.train
-    state, buffer = _start(cfg, env, agent, run_dir, progress)
-    chunk = make_train_chunk(cfg, agent)
+    training = _start(cfg, env, agent, run_dir, progress)
+    state, buffer = training.agent, training.replay
+    chunk = make_train_chunk(agent, t.chunk)
     num_chunks = t.updates // t.chunk
-    first = int(state.learner.step) // t.chunk
+    first = int(training.updates) // t.chunk
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
     k_train = _keys(cfg)[2]
     t0 = time.perf_counter()
@@ -139,19 +174,85 @@ def train_model(
         done = (i + 1) * t.chunk
         if done % t.checkpoint_every == 0 or i + 1 == num_chunks:
             meta = {"config": configlib.to_dict(cfg)}
-            checkpoint.save(run_dir / "checkpoints", done, Training(state.learner, buffer), meta, max_to_keep=2)
+            saved = Training(state, buffer, jnp.asarray(done, jnp.int32))
+            checkpoint.save(run_dir / "checkpoints", done, saved, meta, max_to_keep=2)
         rate = (i + 1 - first) * t.chunk / (time.perf_counter() - t0)
         progress.log({"phase": "train", "updates": done, **metrics})
         progress.say(
             f"train: {done}/{t.updates} updates ({rate:.0f}/s, ETA {(t.updates - done) / rate:.0f} s) "
-            f"pred {metrics['pred_loss']:.4f} z_std {metrics['z_std']:.2f} rank {metrics['z_rank']:.1f}"
-            + (f" critic {metrics['critic_loss']:.4f}" if "critic_loss" in metrics else "")
+            + _say_metrics(metrics)
         )
+    return Training(state, buffer, jnp.asarray(last * t.chunk, jnp.int32))
+
+
+def train_online(
+    cfg: ExperimentConfig, env: envs.Env, agent: Agent, run_dir: Path, progress: Progress, max_chunks: int | None = None
+) -> online.Online:
+    """Online learning (`ami.online`) for `online.env_steps`, evaluating every `online.eval_every`
+    env steps on the fixed evaluation episodes and checkpointing every `online.checkpoint_every`
+    (and at the end); a run directory with checkpoints is resumed from the newest one."""
+    o, repeat = cfg.online, envs.action_repeat(env)
+    s = online.settings(cfg, repeat)
+    per_chunk = s.chunk * s.num_envs * repeat
+    num_chunks = -(-o.env_steps // per_chunk)
+    _, k_init, k_train = _keys(cfg)
+    if checkpoint.latest_step(run_dir / "checkpoints") is not None:
+        state = _restore(run_dir, _online_target(cfg, env, agent), progress)
+        progress.say(f"resume: from env step {int(state.env_steps)} of {run_dir / 'checkpoints'}")
+        progress.log({"phase": "resume", "env_steps": int(state.env_steps)})
+    else:
+        state = jax.jit(lambda k: online.init(agent, env, s, k))(k_init)
+    chunk = online.make_chunk(agent, env, s)
+    evaluator = make_evaluator(
+        agent,
+        make_env(cfg, auto_reset=False),
+        cfg.eval.episodes,
+        cfg.env.episode_length,
+        ("learned",),
+        cfg.eval.success,
+    )
+    first = int(state.env_steps) // per_chunk
+    last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
+    t0 = time.perf_counter()
+    for i in range(first, last):
+        state, stats = chunk(state, jax.random.fold_in(k_train, i))
+        if getattr(env, "check_finite", False):
+            online.raise_if_nonfinite(stats["finite"], cfg.env.name)
+        steps = (i + 1) * per_chunk
+        record = {
+            "phase": "online",
+            "env_steps": steps,
+            "updates": int(state.updates),
+            **{k: float(v) for k, v in stats["metrics"].items()},
+        }  # waits for the chunk
+        elapsed = time.perf_counter() - t0
+        count = int(stats["return_count"])
+        if count:
+            record["train_return"] = float(stats["return_sum"]) / count
+        progress.log(record)
+        rate = (i + 1 - first) * per_chunk / elapsed
+        progress.say(
+            f"online: {steps}/{o.env_steps} env steps ({rate:.0f}/s, ETA {(o.env_steps - steps) / rate:.0f} s)"
+            + (f" return {record['train_return']:.1f}" if count else "")
+            + " "
+            + _say_metrics(record)
+        )
+        if _crossed(steps, per_chunk, o.eval_every) or i + 1 == num_chunks:
+            result = evaluator(state.agent, jax.random.key(cfg.eval.seed))["learned"]
+            progress.log({"phase": "eval", "env_steps": steps, "wall_time_train_s": round(elapsed, 1), **result})
+            progress.say(f"eval: {steps} env steps: return {result['return']:.1f} +- {result['return_std']:.1f}")
+        if _crossed(steps, per_chunk, o.checkpoint_every) or i + 1 == num_chunks:
+            checkpoint.save(run_dir / "checkpoints", steps, state, {"config": configlib.to_dict(cfg)}, max_to_keep=2)
     return state
 
 
-def evaluate_run(cfg: ExperimentConfig, agent: Agent, state: AgentState, controllers=CONTROLLERS) -> dict:
-    """Success per controller on `cfg.eval.episodes` batched episodes from the fixed eval seed."""
+def _crossed(steps: int, per_chunk: int, every: int) -> bool:
+    """Whether the chunk that ended at `steps` passed a multiple of `every`."""
+    return steps // every > (steps - per_chunk) // every
+
+
+def evaluate_run(cfg: ExperimentConfig, agent: Agent, state: Any, controllers=CONTROLLERS) -> dict:
+    """Every controller on `cfg.eval.episodes` batched episodes from the fixed eval seed."""
     eval_env = make_env(cfg, auto_reset=False)
     e = cfg.eval
     return evaluate(
@@ -159,16 +260,20 @@ def evaluate_run(cfg: ExperimentConfig, agent: Agent, state: AgentState, control
     )
 
 
-def summarize(results: dict, env_steps: int, wall_time: float, updates: int) -> dict:
+def summarize(results: dict, env_steps: int, wall_time: float, updates: int, goal_task: bool = True) -> dict:
+    """`summary.json`: the headline number (`success_rate` on goal tasks, `mean_return` on reward
+    tasks) of the learned controller, the same number of every other controller on the same
+    episodes (`random_return`, `true_dynamics_success_rate`, ...), and the run's counters."""
+    metric, suffix = ("success_rate", "success_rate") if goal_task else ("return", "return")
     summary = {
-        "success_rate": results["learned"]["success_rate"],
+        ("success_rate" if goal_task else "mean_return"): results["learned"][metric],
         "env_steps": env_steps,
         "wall_time_s": round(wall_time, 1),
         "updates": updates,
     }
     for name, r in results.items():
         if name != "learned":
-            summary[f"{name}_success_rate"] = r["success_rate"]
+            summary[f"{name}_{suffix}"] = r[metric]
     summary["controllers"] = results
     return summary
 
@@ -202,10 +307,11 @@ def _check_same_run(cfg: ExperimentConfig, run_dir: Path) -> None:
 def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_chunks: int | None = None) -> dict:
     """`ami train`: the whole experiment; returns the summary written to `run_dir/summary.json`.
 
-    A run directory that already holds checkpoints of the same config is resumed from the
+    Goal tasks learn offline (collect, then train), reward tasks online (`online.*`); either
+    way a run directory that already holds checkpoints of the same config is resumed from the
     newest one (a killed run continues where it stopped, bit for bit). With `max_chunks`, at
-    most that many training chunks run in this call; if training is then unfinished the
-    summary is `{"status": "unfinished", "updates": ...}` and nothing is evaluated.
+    most that many chunks run in this call; if training is then unfinished the summary is
+    `{"status": "unfinished", ...}` and nothing is evaluated.
     """
     start = time.perf_counter()
     cfg, env, agent = build(cfg)
@@ -215,19 +321,26 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_c
     run_dir.mkdir(parents=True, exist_ok=True)
     configlib.dump(cfg, run_dir / "config.yaml")
     progress = Progress(run_dir, quiet)
-    state = train_model(cfg, env, agent, run_dir, progress, max_chunks)
-    updates = int(state.learner.step)
-    if updates < cfg.train.updates:
-        return {"status": "unfinished", "updates": updates}
+    if cfg.online.enabled:
+        loop = train_online(cfg, env, agent, run_dir, progress, max_chunks)
+        state, env_steps, updates = loop.agent, int(loop.env_steps), int(loop.updates)
+        if env_steps < cfg.online.env_steps:  # the last chunk ends at or past env_steps
+            return {"status": "unfinished", "env_steps": env_steps}
+    else:
+        training = train_model(cfg, env, agent, run_dir, progress, max_chunks)
+        state, updates = training.agent, int(training.updates)
+        env_steps = cfg.data.num_envs * cfg.data.steps_per_env
+        if updates < cfg.train.updates:
+            return {"status": "unfinished", "updates": updates}
     t0 = time.perf_counter()
     controllers = cfg.eval.controllers
     results = evaluate_run(cfg, agent, state, controllers)
+    headline = "success_rate" if agent.spec.goal_conditioned else "return"
     progress.say(
         f"evaluate: {cfg.eval.episodes} episodes x {len(controllers)} controllers in "
-        f"{time.perf_counter() - t0:.1f} s: " + ", ".join(f"{k} {v['success_rate']:.3f}" for k, v in results.items())
+        f"{time.perf_counter() - t0:.1f} s: " + ", ".join(f"{k} {v[headline]:.3f}" for k, v in results.items())
     )
-    env_steps = cfg.data.num_envs * cfg.data.steps_per_env
-    summary = summarize(results, env_steps, time.perf_counter() - start, updates)
+    summary = summarize(results, env_steps, time.perf_counter() - start, updates, agent.spec.goal_conditioned)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     progress.log({"phase": "summary", **{k: v for k, v in summary.items() if k != "controllers"}})
     return summary
@@ -267,8 +380,8 @@ def replan_config(saved: ExperimentConfig, overrides: Iterable[str]) -> Experime
     return configlib.load(ExperimentConfig, data, overrides)
 
 
-def load_run(run_dir: str | Path, overrides: Iterable[str] = ()) -> tuple[ExperimentConfig, Agent, AgentState]:
-    """The config, agent and trained state of a run (from its newest readable checkpoint).
+def load_run(run_dir: str | Path, overrides: Iterable[str] = ()) -> tuple[ExperimentConfig, Agent, Any]:
+    """The config, agent and trained agent state of a run (from its newest readable checkpoint).
 
     `overrides` re-plan the run with other planner, cost or eval settings (`replan_config`).
     """
@@ -277,7 +390,8 @@ def load_run(run_dir: str | Path, overrides: Iterable[str] = ()) -> tuple[Experi
     if overrides:
         cfg = replan_config(cfg, overrides)
     cfg, env, agent = build(cfg)
-    fresh = agent.init(jax.random.key(0), 1)
-    target = Training(fresh.learner, _replay_shape(cfg, env))
-    saved, _ = checkpoint.restore(run_dir / "checkpoints", target=target, fallback=True)
-    return cfg, agent, AgentState(saved.learner, fresh.memory, jnp.zeros((), jnp.int32))
+    if cfg.online.enabled:
+        state = checkpoint.restore(run_dir / "checkpoints", target=_online_target(cfg, env, agent), fallback=True)[0]
+        return cfg, agent, state.agent
+    saved = checkpoint.restore(run_dir / "checkpoints", target=_offline_target(cfg, env, agent), fallback=True)[0]
+    return cfg, agent, agent.reset(saved.agent, 1)

@@ -1,16 +1,16 @@
-"""Training: collect offline data by exploration -> train the world model and critic -> evaluate.
+"""Offline training: collect data by exploration, then train in jitted chunks of updates.
 
-Three jitted entry points do the work; the host loop around them only logs and reports:
+Two jitted entry points do the work; the host loop around them only logs and checkpoints:
 
-* `collect`: batched envs driven by smooth random actions (one `lax.scan`);
-* `make_train_chunk`: `chunk` updates of the world model and critic in one `lax.scan`,
-  each on a fresh batch sampled from the replay buffer;
-* `ami.evaluate.evaluate`: all evaluation episodes batched, acting by planning.
+* `collect`: batched envs driven by smooth random actions (one `lax.scan`), every
+  transition kept (`envs.Trajectory`: reward, termination and truncation apart);
+* `make_train_chunk`: `chunk` updates of any agent family in one `lax.scan`, each on a
+  fresh batch the family samples from the replay buffer itself (`agent.sample`).
+
+Online learning (act, store, update in one scan) is `ami.online`.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,21 +18,23 @@ import numpy as np
 
 import envs
 from ami import replay
-from ami.agent import Agent, AgentState, UpdateBatch
-from ami.config import ExperimentConfig
 
 
-class Collected(NamedTuple):
-    """Transitions `[T, N, ...]` of the exploration policy."""
+def transition(state: envs.State, action: jax.Array, nxt: envs.State) -> envs.Trajectory:
+    """The transition `state --action--> nxt` of a batch of auto-reset envs (goal not kept: goal
+    tasks learn from hindsight goals)."""
+    return envs.Trajectory(
+        obs=state.obs,
+        action=action,
+        reward=nxt.reward.astype(jnp.float32),
+        done=nxt.done.astype(jnp.float32),
+        truncated=nxt.info.get(envs.TRUNCATION, jnp.zeros_like(nxt.done)).astype(jnp.float32),
+        next_obs=nxt.info.get(envs.FINAL_OBS, nxt.obs),
+    )
 
-    obs: jax.Array
-    action: jax.Array
-    done: jax.Array
-    next_obs: jax.Array
 
-
-def collect(env: envs.Env, key: jax.Array, num_envs: int, num_steps: int, smoothing: float) -> Collected:
-    """Runs `num_envs` envs for `num_steps` with smooth random actions in [-1, 1].
+def collect(env: envs.Env, key: jax.Array, num_envs: int, num_steps: int, smoothing: float) -> envs.Trajectory:
+    """Runs `num_envs` envs for `num_steps` with smooth random actions in [-1, 1]: `Trajectory [T, N]`.
 
     `a_t = clip(beta a_{t-1} + sqrt(1 - beta^2) eps_t, -1, 1)`, eps ~ N(0, I), beta = `smoothing`.
     """
@@ -44,55 +46,36 @@ def collect(env: envs.Env, key: jax.Array, num_envs: int, num_steps: int, smooth
         state, prev = carry
         action = jnp.clip(smoothing * prev + scale * jax.random.normal(key_t, prev.shape), -1.0, 1.0)
         nxt = jax.vmap(env.step)(state, action)
-        out = Collected(state.obs, action, nxt.done, nxt.info.get(envs.FINAL_OBS, nxt.obs))
-        return (nxt, action), out
+        return (nxt, action), transition(state, action, nxt)
 
     start = (state, jnp.zeros((num_envs, env.action_size), jnp.float32))
     return jax.lax.scan(body, start, jax.random.split(k_run, num_steps))[1]
 
 
-def to_replay(data: Collected) -> replay.ReplayState:
+def empty_replay(example: envs.Trajectory, num_envs: int, capacity: int) -> replay.ReplayState:
+    """An empty buffer of `num_envs` streams of `capacity` steps for transitions like `example`
+    (leaves `[...]` of one step of one env)."""
+    return replay.init(example, num_envs, capacity)
+
+
+def to_replay(data: envs.Trajectory) -> replay.ReplayState:
     """A replay buffer holding `data` (`[T, N, ...]`), one stream per environment."""
     example = jax.tree.map(lambda x: x[0, 0], data)
     num_steps, num_envs = data.done.shape
-    return replay.add(replay.init(example, num_envs, num_steps), data)
+    return replay.add(empty_replay(example, num_envs, num_steps), data)
 
 
-def sample_batch(cfg: ExperimentConfig, buffer: replay.ReplayState, key: jax.Array) -> UpdateBatch:
-    """JEPA windows and hindsight critic pairs (a fraction with random goals) for one update."""
-    k_win, k_pair, k_rand, k_perm = jax.random.split(key, 4)
-    length = cfg.world_model.prediction_horizon
-    windows = replay.sample(buffer, k_win, cfg.train.batch_size, length)
-    t = windows.transitions
-    obs = jnp.concatenate([t.obs[:, :1], t.next_obs], axis=1)
-    c = cfg.critic
-    pairs = replay.sample_pairs(buffer, k_pair, c.batch_size, c.max_goal_offset, num_candidates=8)
-    rand = jax.random.bernoulli(k_rand, c.random_goal_fraction, (c.batch_size,))
-    other = jax.random.permutation(k_perm, pairs.obs_goal)
-    goal = jnp.where(rand.reshape(-1, *(1,) * (pairs.obs_goal.ndim - 1)), other, pairs.obs_goal)
-    at_goal = ((pairs.offset == 0) & ~rand).astype(jnp.float32)
-    return UpdateBatch(
-        obs=obs,
-        action=t.action,
-        mask=windows.valid.astype(jnp.float32),
-        pair_obs=pairs.transition.obs,
-        pair_next_obs=pairs.transition.next_obs,
-        pair_goal=goal,
-        pair_at_goal=at_goal,
-    )
+def make_train_chunk(agent, chunk: int):
+    """`chunk(state, buffer, key) -> (state, metrics)`: `chunk` updates, jitted, state donated.
 
-
-def make_train_chunk(cfg: ExperimentConfig, agent: Agent):
-    """`chunk(state, buffer, key) -> (state, metrics)`: `cfg.train.chunk` updates, jitted, state donated.
-
-    Metrics are averaged over the chunk.
+    Each update trains on `agent.sample(buffer, key_i)`; metrics are averaged over the chunk.
     """
 
-    def chunk(state: AgentState, buffer: replay.ReplayState, key: jax.Array):
-        def one(state: AgentState, key: jax.Array):
-            return agent.update(state, sample_batch(cfg, buffer, key))
+    def run(state, buffer: replay.ReplayState, key: jax.Array):
+        def one(state, key: jax.Array):
+            return agent.update(state, agent.sample(buffer, key))
 
-        state, metrics = jax.lax.scan(one, state, jax.random.split(key, cfg.train.chunk))
+        state, metrics = jax.lax.scan(one, state, jax.random.split(key, chunk))
         return state, jax.tree.map(jnp.mean, metrics)
 
-    return jax.jit(chunk, donate_argnums=0)
+    return jax.jit(run, donate_argnums=0)

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ami import nn
+from ami import nn, scalars
 
 Params = nn.Params
 ANTI_COLLAPSE = ("vicreg", "sigreg", "ema", "none")
@@ -116,7 +116,7 @@ def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def jepa_loss(
-    params: dict,
+    params,
     target_encoder: Params,
     obs: jax.Array,
     actions: jax.Array,
@@ -129,19 +129,26 @@ def jepa_loss(
     """Multi-step latent prediction loss with the configured anti-collapse term.
 
     Args:
-      params: `{"encoder", "predictor", "inverse"}` (inverse: the inverse-dynamics head or None).
+      params: a record with `encoder`, `predictor` and `inverse` (the inverse-dynamics head or None).
       target_encoder: EMA encoder parameters (used when `cfg.anti_collapse == "ema"`).
       obs: `[B, L+1, *obs_shape]` consecutive observations; actions: `[B, L, A]`.
       mask: `[B]` 1.0 for windows to train on.
       cfg: a `WorldModelConfig` (anti_collapse and the term weights).
     Returns: `(loss, metrics)`.
     """
-    z = perception.encode(params["encoder"], obs)  # [B, L+1, D]
+    loss, metrics, _, _ = jepa_terms(params, target_encoder, obs, actions, mask, key, perception, world_model, cfg)
+    return loss, metrics
+
+
+def jepa_terms(params, target_encoder, obs, actions, mask, key, perception, world_model: WorldModel, cfg):
+    """`jepa_loss` and what it computed on the way: `(loss, metrics, pred [B, L, D], z [B, L+1, D])`,
+    the predicted latents and the online embeddings (for the heads trained on them)."""
+    z = perception.encode(params.encoder, obs)  # [B, L+1, D]
     if cfg.anti_collapse == "ema":
         target = jax.lax.stop_gradient(perception.encode(target_encoder, obs[:, 1:]))
     else:
         target = z[:, 1:]
-    pred = jax.vmap(world_model.rollout, in_axes=(None, 0, 0))(params["predictor"], z[:, 0], actions)
+    pred = jax.vmap(world_model.rollout, in_axes=(None, 0, 0))(params.predictor, z[:, 0], actions)
     pred_loss = _masked_mean(jnp.sum((pred - target) ** 2, axis=-1), mask)
     flat = z.reshape(-1, z.shape[-1])
     variance, covariance = vicreg_terms(flat)
@@ -163,12 +170,12 @@ def jepa_loss(
         offsets = jax.random.randint(jax.random.fold_in(key, 1), (z.shape[0],), 1, z.shape[1])
         metrics["contrastive"] = temporal_contrastive(z, offsets, mask, cfg.contrastive_temperature)
         loss = loss + cfg.contrastive_weight * metrics["contrastive"]
-    if params.get("inverse") is not None:
-        inverse = inverse_dynamics_loss(params["inverse"], z, actions, mask)
+    if params.inverse is not None:
+        inverse = inverse_dynamics_loss(params.inverse, z, actions, mask)
         metrics["inverse_loss"] = inverse
         loss = loss + cfg.inverse_weight * inverse
     metrics["loss"] = loss
-    return loss, metrics
+    return loss, metrics, pred, z
 
 
 def temporal_contrastive(z: jax.Array, offsets: jax.Array, mask: jax.Array, temperature: float) -> jax.Array:
@@ -199,3 +206,45 @@ def inverse_dynamics_loss(params: Params, z: jax.Array, actions: jax.Array, mask
     head = make_inverse_head(latent_size, action_size)
     pred = head.apply(params, jnp.concatenate([z[:, :-1], z[:, 1:]], axis=-1))
     return _masked_mean(jnp.sum((pred - actions) ** 2, axis=-1), mask)
+
+
+class RewardHead(NamedTuple):
+    """The world model's reward head: `init(key) -> params`; `apply(params, z [..., D], a [..., A]) -> r [...]`;
+    `loss(params, z, a, r) -> [...]` its scalar head's loss against rewards `r`."""
+
+    init: Callable[[jax.Array], Params]
+    apply: Callable[[Params, jax.Array, jax.Array], jax.Array]
+    loss: Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def make_reward_head(
+    latent_size: int, action_size: int, hidden: Sequence[int], activation: str, head: scalars.ScalarHead
+) -> RewardHead:
+    """`r(z_t, a_t)`: an MLP on `[z, a]` with a scalar head (`ami.scalars`)."""
+    net = nn.mlp(hidden, head.size, activation=activation, layer_norm=True)
+
+    def out(params: Params, z: jax.Array, a: jax.Array) -> jax.Array:
+        lead = jnp.broadcast_shapes(z.shape[:-1], a.shape[:-1])
+        za = [jnp.broadcast_to(x, (*lead, x.shape[-1])) for x in (z, a)]
+        return net.apply(params, jnp.concatenate(za, axis=-1))
+
+    return RewardHead(
+        init=lambda key: net.init(key, jnp.zeros(latent_size + action_size, jnp.float32)),
+        apply=lambda params, z, a: head.value(out(params, z, a)),
+        loss=lambda params, z, a, r: head.loss(out(params, z, a), r),
+    )
+
+
+def reward_loss(
+    head: RewardHead, params: Params, z: jax.Array, actions: jax.Array, rewards: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, dict]:
+    """The reward head's loss at the states `z [B, L, D]` the `actions [B, L, A]` were taken in
+    (the window's first embedding, then the predicted latents) against `rewards [B, L]`,
+    averaged over the windows where `mask [B]` is 1."""
+    per = jnp.mean(head.loss(params, z, actions, rewards), axis=1)
+    loss = jnp.sum(per * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    err = jnp.abs(jax.lax.stop_gradient(head.apply(params, z, actions)) - rewards)
+    return loss, {
+        "reward_loss": loss,
+        "reward_abs_error": jnp.sum(jnp.mean(err, 1) * mask) / jnp.maximum(jnp.sum(mask), 1.0),
+    }

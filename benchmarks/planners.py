@@ -40,7 +40,7 @@ import envs
 from ami import evaluate
 from ami.actor import make_planner, planner_defaults, shift_plan
 from ami.agent import empty_memory
-from ami.landscape import with_planner
+from ami.diagnostics.landscape import with_planner
 from ami.run import load_run, make_env
 from envs.native import TwoRooms
 

@@ -5,7 +5,7 @@ All follow Brax's `Env` API. Start with `envs.registered()`, `envs.make(name)` a
 """
 
 from envs.base import GOAL_OBS, SUCCESS, Env, NativeEnv, State, Wrapper, is_goal_conditioned
-from envs.checks import SpecCheck, check_env
+from envs.checks import SpecCheck, check_env, check_finite, finite_flags
 from envs.registry import EnvSpec, action_repeat, describe, make, register, registered
 from envs.rollout import Trajectory, rollout, rollout_from
 from envs.wrappers import (
@@ -41,7 +41,9 @@ __all__ = [
     "TimeLimit",
     "action_repeat",
     "check_env",
+    "check_finite",
     "describe",
+    "finite_flags",
     "is_goal_conditioned",
     "make",
     "register",

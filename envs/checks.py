@@ -2,14 +2,18 @@
 
 `check_env(env, name)` traces `reset` and `step` abstractly (`jax.eval_shape`, nothing
 compiles) and raises a `ValueError` naming the field, what was expected and what came.
-`SpecCheck` does the same for every state an env returns while it runs: shapes and
-dtypes at trace time, and non-finite values at run time (a host callback that raises
-`FloatingPointError` naming the fields).
+`SpecCheck` does the same for every state an env returns while it runs, at trace time
+only: its `step` and `reset` add no work to the compiled program (no host callback, no
+finiteness reduction), so a planner that rolls the true env out pays nothing for it.
+
+Finiteness is checked at the boundary, once per chunk of a rollout and outside any
+planner's energy: `finite_flags(tree)` (pure, jittable) reduces a state or trajectory to
+one "all finite" flag per field, and `check_finite(tree, name)` (host side) raises
+`FloatingPointError` naming every field that holds a NaN or inf. `SpecCheck.check_finite`
+records whether the env asked for that check (on for user envs from `envs.make`).
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -83,18 +87,102 @@ def check_env(env: Env, name: str = "env") -> None:
             raise ValueError(f"env {name!r}: state{where} is {_describe(a)} after reset but {_describe(b)} after step")
 
 
-def _raise_if_nonfinite(name: str, finite: dict) -> None:
-    bad = [field for field, ok in finite.items() if not np.all(ok)]
+def _path_name(path) -> str:
+    """`("info", "goal_obs")`-style key path as `"info.goal_obs"`; `"value"` for the root."""
+    parts = []
+    for key in path:
+        if isinstance(key, jax.tree_util.GetAttrKey):
+            parts.append(key.name)
+        elif isinstance(key, jax.tree_util.DictKey):
+            parts.append(str(key.key))
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            parts.append(str(key.idx))
+        elif isinstance(key, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(key.key))
+        else:
+            parts.append(jax.tree_util.keystr((key,)))
+    return ".".join(parts) or "value"
+
+
+def _checked_part(tree):
+    """`tree` with every `State` in it cut down to obs, reward and the goal observation."""
+
+    def cut(node):
+        if not isinstance(node, State):
+            return node
+        part = {"obs": node.obs, "reward": node.reward}
+        if isinstance(node.info, dict) and GOAL_OBS in node.info:
+            part["info"] = {GOAL_OBS: node.info[GOAL_OBS]}
+        return part
+
+    return jax.tree.map(cut, tree, is_leaf=lambda node: isinstance(node, State))
+
+
+def _is_floating(x) -> bool:
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(x).dtype
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return False
+    return bool(jnp.issubdtype(dtype, jnp.floating))
+
+
+def _checked_fields(tree) -> dict:
+    """`{field path: floating leaf}` of what `finite_flags` checks in `tree`."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(_checked_part(tree))
+    return {_path_name(path): x for path, x in leaves if _is_floating(x)}
+
+
+def _all_finite(fields: dict) -> dict:
+    return {field: jnp.all(jnp.isfinite(x)) for field, x in fields.items()}
+
+
+_all_finite_jit = jax.jit(_all_finite)
+
+
+def finite_flags(tree) -> dict[str, jax.Array]:
+    """One "all finite" flag per checked field of `tree`: `{field path: bool []}`.
+
+    Pure and jittable. For a brax `State` (of any batch shape, e.g. `[N]` or `[T, N]`) the
+    fields are `obs`, `reward` and, for goal-conditioned envs, `info.goal_obs`; any other
+    pytree (a `Trajectory` `[T, N, ...]`, a tuple of states, a dict) contributes every
+    floating leaf, with states inside it cut down as above. Non-floating leaves and PRNG
+    keys are skipped. Field paths join the pytree keys with dots: `"obs"`, `"next_obs"`,
+    `"info.goal_obs"`, `"0.reward"`; a bare array is `"value"`.
+    """
+    return _all_finite(_checked_fields(tree))
+
+
+def check_finite(tree, name: str = "env") -> None:
+    """Raises `FloatingPointError` naming every field of `tree` holding a NaN or inf.
+
+    Host side: call it on concrete arrays outside `jit` (once per rollout chunk), never
+    inside a step or a planner's energy; inside traced code use `finite_flags`. `tree` is
+    what `finite_flags` takes; `name` is the env's name for the message. Only the scalar
+    flags leave the device.
+    """
+    fields = _checked_fields(tree)
+    if any(isinstance(x, jax.core.Tracer) for x in fields.values()):
+        raise TypeError(
+            f"check_finite(env {name!r}) needs concrete arrays; it was called inside jit/vmap/scan. "
+            "Use finite_flags there, or call check_finite on the returned arrays."
+        )
+    flags = jax.device_get(_all_finite_jit(fields))
+    bad = [field for field, ok in flags.items() if not bool(ok)]
     if bad:
-        raise FloatingPointError(f"env {name!r} returned non-finite values in {', '.join(bad)}")
+        raise FloatingPointError(
+            f"env {name!r} produced non-finite values in {', '.join(bad)} (checked once per rollout chunk)"
+        )
 
 
 class SpecCheck(Wrapper):
-    """Checks every state the env returns; raises naming the field on a mismatch.
+    """Checks every state the env returns at trace time; raises naming the field on a mismatch.
 
-    Shapes and dtypes are checked while tracing (free at run time). With
-    `check_finite=True`, obs, reward and the goal observation are checked for NaN/inf on
-    every call through a host callback (slower; meant for debugging and user envs).
+    Shapes and dtypes of states and actions are checked while tracing, so a compiled
+    `step` or `reset` carries no check at all. `check_finite` is only recorded, as the
+    attribute `env.check_finite` (readable through outer wrappers): it asks the runner to
+    check states for NaN/inf once per rollout chunk with `envs.check_finite`, outside any
+    step or planner's energy.
     """
 
     def __init__(self, env: Env, name: str = "env", check_finite: bool = True):
@@ -104,12 +192,6 @@ class SpecCheck(Wrapper):
 
     def _check(self, state: State) -> State:
         check_state(state, self.env, self.name)
-        if self.check_finite:
-            fields = {"obs": state.obs, "reward": state.reward}
-            if GOAL_OBS in state.info:
-                fields[f"info[{GOAL_OBS!r}]"] = state.info[GOAL_OBS]
-            finite = {k: jnp.all(jnp.isfinite(v)) for k, v in fields.items()}
-            jax.debug.callback(partial(_raise_if_nonfinite, self.name), finite)
         return state
 
     def reset(self, rng: jax.Array) -> State:

@@ -146,8 +146,10 @@ def make(
       episode_length: agent steps per episode (default: the env's own).
       action_repeat: physics steps per agent step (default: the env's own, usually 1).
       auto_reset: start a fresh episode after one ends (inside `step`).
-      check_finite: check every state for NaN/inf at run time and raise naming the field
-        (default: on for `package.module:factory` envs, off otherwise).
+      check_finite: ask for NaN/inf checks, read back as `env.check_finite`: the runner
+        checks states for NaN/inf once per rollout chunk (`envs.check_finite`), never
+        inside a step, and raises naming the field (default: on for
+        `package.module:factory` envs, off otherwise).
       **kwargs: passed to the env's factory (Brax: `backend=`; DMC: config overrides).
     """
     env, default_length, default_repeat, bounds = _build(name, kwargs)

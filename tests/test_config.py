@@ -95,9 +95,20 @@ def test_unknown_env_lists_known_names():
         run.build(cfg)
 
 
-def test_env_without_goals_is_rejected_by_build():
-    with pytest.raises(ValueError, match=r"'pendulum' is not goal-conditioned"):
-        run.build(load_experiment(QUICKSTART, ["env.name=pendulum"]))
+def test_env_without_goals_builds_a_reward_task_agent():
+    """A reward env (no goal) gets the reward-task settings of the configurator, not an error."""
+    cfg, _, agent = run.build(load_experiment(QUICKSTART, ["env.name=pendulum"]))
+    assert cfg.online.enabled and cfg.policy.enabled and not agent.spec.goal_conditioned
+    assert (cfg.cost.reward_weight, cfg.cost.value_weight, cfg.cost.goal_weight, cfg.cost.critic_weight) == (1, 1, 0, 0)
+    assert cfg.eval.controllers == ("learned", "random")
+    assert agent.modules.critic is None and agent.modules.value is not None and agent.modules.reward is not None
+
+
+def test_a_reward_task_refuses_goal_terms_and_the_twin_by_name():
+    with pytest.raises(ConfigError, match=r"^cost.goal_weight: .*no goal"):
+        run.build(load_experiment(QUICKSTART, ["env.name=pendulum", "cost.goal_weight=1.0"]))
+    with pytest.raises(ConfigError, match=r"^eval.controllers: .*twin"):
+        run.build(load_experiment(QUICKSTART, ["env.name=pendulum", "eval.controllers=[learned,true_dynamics]"]))
 
 
 @pytest.mark.parametrize("key", ["perception.activation", "world_model.activation"])

@@ -1,4 +1,4 @@
-"""Energy landscapes (`ami.landscape`): slices through a plan, learned-vs-true gradient cosines,
+"""Energy landscapes (`ami.diagnostics.landscape`): slices through a plan, learned-vs-true gradient cosines,
 detection of non-finite and exploding true gradients with the fallback planner, and `ami plan`
 end to end on a tiny trained run."""
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from ami import cli
-from ami import landscape as ls
 from ami.actor import PlanResult, make_planner, planner_names
 from ami.actor.base import ActionSpace, Planner, from_unit, safe_energy
+from ami.diagnostics import landscape as ls
 from tests.test_train_e2e import QUICKSTART, TINY  # the tiny training settings of the e2e tests
 
 H, A = 4, 2
@@ -190,17 +190,17 @@ def test_the_batched_twin_guard_takes_the_fallback_for_the_unhealthy_decisions_o
 
 
 def test_the_report_counts_and_takes_the_fallback_on_the_pairs():
-    from ami import plan_report
+    from ami.diagnostics import report
 
     gradient = make_planner("gradient", horizon=H, action_size=A, iterations=20, restarts=2)
     thetas, goals = jnp.stack([HEALTHY, NAN_GRADIENT, HEALTHY]), jnp.zeros((3, 1))
-    energies = plan_report.Energies(lambda p, z0, g, a: smooth_energy(a), lambda p, theta, g, a: family(theta, a))
-    pairs = plan_report.Pairs(thetas, goals, goals)
-    problems = plan_report.make_problems(energies, {}, pairs, ls.MAX_RATIO)
+    energies = report.Energies(lambda p, z0, g, a: smooth_energy(a), lambda p, theta, g, a: family(theta, a))
+    pairs = report.Pairs(thetas, goals, goals)
+    problems = report.make_problems(energies, {}, pairs, ls.MAX_RATIO)
     key = jax.random.key(5)
-    result, used, seconds = plan_report.plan_true(gradient, shooting_planner(), problems, key)
+    result, used, seconds = report.plan_true(gradient, shooting_planner(), problems, key)
     np.testing.assert_array_equal(used, [False, True, False])
-    primary, unused, _ = plan_report.plan_true(gradient, None, problems, key)  # unguarded
+    primary, unused, _ = report.plan_true(gradient, None, problems, key)  # unguarded
     backup = jax.jit(partial(ls.plan_pairs, shooting_planner().optimize, energies.true))({}, thetas, goals, key)
     assert not unused.any() and primary.evaluations.tolist() == [42, 42, 42]
     np.testing.assert_array_equal(result.actions[::2], primary.actions[::2])
@@ -271,12 +271,12 @@ def test_ami_plan_writes_the_landscape_and_the_figures(tiny_run, tmp_path, capsy
 def test_the_run_planner_is_the_run_configured_one():
     from types import SimpleNamespace
 
-    from ami import plan_report
+    from ami.diagnostics import report
 
     own = make_planner("gradient", horizon=H, action_size=A, iterations=3)
-    chosen = plan_report.resolve_planners(["run", "gradient"], SimpleNamespace(modules={"planner": own}), H, A)
+    chosen = report.resolve_planners(["run", "gradient"], SimpleNamespace(modules={"planner": own}), H, A)
     assert chosen["run"] is own and dict(chosen["gradient"].options)["iterations"] == 50
-    assert plan_report.path_budgets(own) == [1, 3]
+    assert report.path_budgets(own) == [1, 3]
 
 
 def test_ami_plan_names_the_plot_extra_when_matplotlib_is_missing(tmp_path, monkeypatch, capsys):

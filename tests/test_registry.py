@@ -105,3 +105,23 @@ def test_register_a_new_name():
     env = envs.make("two_rooms_wide_door")
     assert env.episode_length == 7
     assert "two_rooms_wide_door" in envs.registered()
+
+
+def test_user_env_step_has_no_host_callback(user_module):
+    env = envs.make(f"{user_module}:make_env")
+    assert env.check_finite
+    state = env.reset(jax.random.key(0))
+    jaxpr = str(jax.make_jaxpr(env.step)(state, jnp.zeros(1)))
+    assert "callback" not in jaxpr
+    assert "callback" not in str(jax.make_jaxpr(jax.vmap(env.reset))(jax.random.split(jax.random.key(0), 4)))
+
+
+def test_check_finite_is_recorded_and_read_through_wrappers(user_module):
+    user = envs.make(f"{user_module}:make_env")
+    assert isinstance(user, envs.SpecCheck) and user.check_finite is True
+    assert envs.make(f"{user_module}:make_env", check_finite=False).check_finite is False
+    assert envs.make("pendulum").check_finite is False
+    assert envs.make("pendulum", check_finite=True).check_finite is True
+    outer = envs.Wrapper(envs.Wrapper(user))
+    assert outer.check_finite is True
+    assert getattr(envs.Wrapper(envs.native.Pendulum()), "check_finite", False) is False

@@ -34,10 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-from ami import landscape as ls
 from ami.actor import Planner, make_planner, planner_names
+from ami.diagnostics import landscape as ls
+from ami.diagnostics.output import table_rows
 from ami.evaluate import evaluate
-from ami.plan_output import table_rows
 from ami.run import load_run, make_env
 
 FALLBACK = "cem"

@@ -1,4 +1,4 @@
-"""The figures of `ami plan`, drawn from the record `ami.plan_report.report` returns.
+"""The figures of `ami plan`, drawn from the record `ami.diagnostics.report.report` returns.
 
 matplotlib is the optional `plot` extra: it is imported here, inside `pyplot()`, so the rest
 of ami never needs it; `pyplot()` raises an `ImportError` naming the install command.

@@ -1,0 +1,11 @@
+"""Planning diagnostics: how planners fare on the learned energy against the true one.
+
+* `ami.diagnostics.landscape`: energy landscapes along planner paths (1-D and 2-D slices
+  through a plan), learned-vs-true energy and gradient comparisons, and the guard against
+  unhealthy true gradients;
+* `ami.diagnostics.report`: `ami plan`'s report, every planner on the learned and the true energy;
+* `ami.diagnostics.output`: its table and JSON files;
+* `ami.diagnostics.plots`: its figures (matplotlib, the optional `plot` extra, imported lazily).
+
+Nothing is imported here: importing one module loads neither the others nor matplotlib.
+"""

@@ -1,0 +1,176 @@
+"""Online learning: act in batched envs, store every transition, update, repeat, in jitted chunks.
+
+One chunk is one `lax.scan` over `online.chunk` decisions of the `data.num_envs` envs; each
+decision is
+
+    step = what the envs show (obs, reward, episode start, goal where there is one)
+    action = agent.act(step) + N(0, action_noise)  (uniform random during the seed steps)
+    envs step (auto-reset)  ->  the transition goes into the replay buffer
+    U = round(updates_per_step * num_envs) updates, each on agent.sample(replay)  (after the seed steps)
+
+so the host loop only evaluates, logs and checkpoints between chunks. Everything the loop
+carries is in `Online` (agent state with its memories, env states, replay with its write
+head, episode returns, counters), so a checkpoint of it continues bit for bit: chunk `i`
+always draws from `fold_in(key, i)`. Steps are counted as env (control) steps, the action
+repeat included, as the DMC benchmarks count them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+import envs
+from ami import replay
+from ami.evaluate import observe
+from ami.train import empty_replay, transition
+
+
+class Online(NamedTuple):
+    """The online loop's carry: `agent` state, env `states [N]`, `first [N]` (the current states
+    start an episode), the `replay`, `episode_return [N]` so far, and int32 counters
+    `env_steps` (control steps), `episodes` (finished) and `updates` (done)."""
+
+    agent: object
+    states: envs.State
+    first: jax.Array
+    replay: replay.ReplayState
+    episode_return: jax.Array
+    env_steps: jax.Array
+    episodes: jax.Array
+    updates: jax.Array
+
+
+class Settings(NamedTuple):
+    num_envs: int
+    capacity: int
+    action_repeat: int
+    seed_steps: int
+    updates: int
+    noise: float
+    chunk: int
+
+
+def settings(cfg, action_repeat: int) -> Settings:
+    o, n = cfg.online, cfg.data.num_envs
+    updates = round(o.updates_per_step * n)
+    return Settings(n, cfg.data.steps_per_env, action_repeat, o.seed_steps, updates, o.action_noise, o.chunk)
+
+
+def init(agent, env: envs.Env, s: Settings, key: jax.Array) -> Online:
+    """A fresh loop: a new agent, `num_envs` reset envs and an empty replay of `capacity` steps each."""
+    k_agent, k_env = jax.random.split(key)
+    states = jax.vmap(env.reset)(jax.random.split(k_env, s.num_envs))
+    example = jax.eval_shape(lambda st: transition(st, jnp.zeros((s.num_envs, env.action_size)), st), states)
+    example = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), example)
+    zeros = jnp.zeros((s.num_envs,), jnp.float32)
+    return Online(
+        agent=agent.init(k_agent, s.num_envs),
+        states=states,
+        first=jnp.ones((s.num_envs,), jnp.bool_),
+        replay=empty_replay(example, s.num_envs, s.capacity),
+        episode_return=zeros,
+        env_steps=jnp.zeros((), jnp.int32),
+        episodes=jnp.zeros((), jnp.int32),
+        updates=jnp.zeros((), jnp.int32),
+    )
+
+
+def _updates(agent, num: int, agent_state, buffer, key):
+    """`num` updates of `agent` on batches of `buffer` (metrics averaged)."""
+
+    def one(state, k):
+        return agent.update(state, agent.sample(buffer, k))
+
+    state, metrics = jax.lax.scan(one, agent_state, jax.random.split(key, num))
+    return state, jax.tree.map(jnp.mean, metrics)
+
+
+def make_chunk(agent, env: envs.Env, s: Settings):
+    """`chunk(online, key) -> (online, stats)`: `s.chunk` decisions with their updates, jitted, donated.
+
+    `stats` holds the chunk's mean update metrics (over the decisions that updated), the sum
+    and count of the episode returns finished in it, and `finite`: per transition field,
+    whether every value of the chunk was finite (the boundary check of `envs.check_finite`).
+    """
+    goal_task = agent.spec.goal_conditioned
+    per_decision = s.num_envs * s.action_repeat
+
+    def decide(o: Online, key):
+        k_act, k_noise = jax.random.split(key)
+        agent_state, action, _ = agent.act(o.agent, observe(o.states, o.first, goal_task), k_act)
+        noisy = action + s.noise * jax.random.normal(k_noise, action.shape)
+        return agent_state, jnp.clip(noisy, -1.0, 1.0)
+
+    def explore(o: Online, key):
+        return o.agent, jax.random.uniform(key, (s.num_envs, env.action_size), minval=-1.0, maxval=1.0)
+
+    def body(o: Online, key):
+        k_decide, k_update = jax.random.split(key)
+        seeding = o.env_steps < s.seed_steps
+        agent_state, action = jax.lax.cond(seeding, explore, decide, o, k_decide)
+        nxt = jax.vmap(env.step)(o.states, action)
+        tr = transition(o.states, action, nxt)
+        buffer = replay.add(o.replay, jax.tree.map(lambda x: x[None], tr))
+        env_steps = o.env_steps + per_decision
+        learn = (env_steps >= s.seed_steps) & (s.updates > 0)
+        blank = jax.tree.map(
+            jnp.zeros_like,
+            jax.eval_shape(lambda a, b, k: _updates(agent, 1, a, b, k)[1], agent_state, buffer, k_update),
+        )
+        if s.updates > 0:
+            agent_state, metrics = jax.lax.cond(
+                learn,
+                lambda a: _updates(agent, s.updates, a, buffer, k_update),
+                lambda a: (a, blank),
+                agent_state,
+            )
+        else:
+            metrics = blank
+        ret = o.episode_return + tr.reward
+        ended = tr.done > 0
+        out = {
+            "metrics": metrics,
+            "learned": learn.astype(jnp.float32),
+            "return_sum": jnp.sum(jnp.where(ended, ret, 0.0)),
+            "return_count": jnp.sum(ended.astype(jnp.int32)),
+            "finite": envs.finite_flags(tr),
+        }
+        o = Online(
+            agent_state,
+            nxt,
+            ended,
+            buffer,
+            jnp.where(ended, 0.0, ret),
+            env_steps,
+            o.episodes + jnp.sum(ended),
+            o.updates + learn.astype(jnp.int32) * s.updates,
+        )
+        return o, out
+
+    def run(o: Online, key: jax.Array):
+        o, out = jax.lax.scan(body, o, jax.random.split(key, s.chunk))
+        weight = out["learned"]
+        count = jnp.maximum(jnp.sum(weight), 1.0)
+        metrics = jax.tree.map(lambda x: jnp.sum(x * weight) / count, out["metrics"])
+        stats = {
+            "metrics": metrics,
+            "updates": jnp.sum(weight) * s.updates,
+            "return_sum": jnp.sum(out["return_sum"]),
+            "return_count": jnp.sum(out["return_count"]),
+            "finite": jax.tree.map(jnp.all, out["finite"]),
+        }
+        return o, stats
+
+    return jax.jit(run, donate_argnums=0)
+
+
+def raise_if_nonfinite(finite: dict, name: str) -> None:
+    """Host side: `FloatingPointError` naming every transition field a chunk saw a NaN or inf in."""
+    bad = [field for field, ok in jax.device_get(finite).items() if not bool(ok)]
+    if bad:
+        raise FloatingPointError(
+            f"env {name!r} produced non-finite values in {', '.join(bad)} (checked once per online chunk)"
+        )
