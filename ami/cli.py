@@ -94,10 +94,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     cfg, agent, state = load_run(args.run_dir, args.overrides)
     results = evaluate_run(cfg, agent, state, cfg.eval.controllers if args.all else ("learned",))
-    out = {"success_rate": results["learned"]["success_rate"], "controllers": results}
+    key, metric = ("success_rate", "success_rate") if agent.spec.goal_conditioned else ("mean_return", "return")
+    out = {key: results["learned"][metric], "controllers": results}
     summary_path = Path(args.run_dir) / "summary.json"
     if summary_path.exists():
-        out["trained_success_rate"] = json.loads(summary_path.read_text())["success_rate"]
+        out[f"trained_{key}"] = json.loads(summary_path.read_text())[key]
     print(json.dumps(out, indent=2))
     return 0
 

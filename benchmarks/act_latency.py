@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ami.config import load_experiment
+from ami.evaluate import observe
 from ami.run import build
 from ami.train import collect, make_train_chunk, to_replay
 
@@ -43,9 +44,9 @@ def act_row(cfg, batch: int, repeats: int) -> dict:
     cfg, env, agent = build(cfg)
     state = agent.init(jax.random.key(0), batch)
     reset = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), batch))
-    goal = reset.info["goal_obs"]
+    step = observe(reset, jnp.zeros((batch,), jnp.bool_), agent.spec.goal_conditioned)
     act = jax.jit(agent.act)
-    first, steady = timed(act, state, reset.obs, goal, jax.random.key(2), repeats=repeats)
+    first, steady = timed(act, state, step, jax.random.key(2), repeats=repeats)
     p = cfg.planner
     return {
         "what": "act (re-planning decision)",

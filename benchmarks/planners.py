@@ -102,10 +102,10 @@ def learned_row(run, name: str, budget: int, episodes: int, repeats: int) -> dic
     out = run_fn(state, key=key)
     reset = jax.vmap(env.reset)(jax.random.split(key, episodes))
     modules, params = agent.modules, state.learner.params
-    z = modules["perception"].encode(params["encoder"], reset.obs)
-    g = modules["perception"].encode(params["encoder"], reset.info[envs.GOAL_OBS])
-    init = jnp.zeros((episodes, *modules["planner"].space.shape))
-    memory = empty_memory(cfg, modules, episodes)  # a full history: the visit term's cost is timed too
+    z = modules.perception.encode(params.encoder, reset.obs)
+    g = modules.perception.encode(params.encoder, reset.info[envs.GOAL_OBS])
+    init = jnp.zeros((episodes, *modules.planner.space.shape))
+    memory = empty_memory(modules, cfg.perception.latent_size, episodes)  # a full history: the visit term is timed too
     memory = memory._replace(latents_valid=jnp.ones_like(memory.latents_valid))
     plan = jax.jit(agent.plan)
     seconds = timed(plan, params, z, g, init, jax.random.key(1), memory, repeats=repeats)

@@ -16,7 +16,7 @@ import envs
 from ami import agent as agent_module
 from ami import cost, nn, policy, run, world_model
 from ami.actor import planner_defaults
-from ami.agent import UpdateBatch
+from ami.agent import Params, TimeStep, UpdateBatch
 from ami.config import PLANNER_COMMON, ExperimentConfig, load_experiment
 from ami.configurator import Task, resolve
 
@@ -34,6 +34,13 @@ SMALL = (
     "planner.replan_every=3",
 )
 N = 4  # environments acting in parallel
+
+
+def step_of(obs, goal, first=False):
+    """The `TimeStep` of a goal task at `obs`, `goal [N, ...]` (no episode boundary unless `first`)."""
+    n = obs.shape[0]
+    flags = jnp.full((n,), first, jnp.bool_)
+    return TimeStep(obs, jnp.zeros((n,), jnp.float32), flags, jnp.zeros((n,), jnp.bool_), goal)
 
 
 def build(*overrides: str):
@@ -61,7 +68,7 @@ def counted_act(small):
 
     def act(state, obs, goal, key):
         traces.append(None)  # runs only while tracing
-        return agent.act(state, obs, goal, key)
+        return agent.act(state, step_of(obs, goal), key)
 
     return jax.jit(act), traces
 
@@ -117,7 +124,7 @@ def test_act_is_deterministic_and_jit_matches_no_jit(small, fresh, counted_act):
     _, a2, info2 = act(state, obs, goal, key)
     np.testing.assert_array_equal(np.asarray(a1), np.asarray(a2))
     np.testing.assert_array_equal(np.asarray(info1["plan_energy"]), np.asarray(info2["plan_energy"]))
-    _, eager, eager_info = agent.act(state, obs, goal, key)
+    _, eager, eager_info = agent.act(state, step_of(obs, goal), key)
     np.testing.assert_allclose(np.asarray(eager), np.asarray(a1), atol=1e-4)
     np.testing.assert_allclose(np.asarray(eager_info["plan_energy"]), np.asarray(info1["plan_energy"]), rtol=1e-4)
     _, other, _ = act(state, obs, goal, jax.random.key(6))
@@ -129,9 +136,9 @@ def test_plan_energy_is_the_energy_of_the_stored_plan(small, fresh, counted_act)
     state = fresh
     _, obs, goal = first_observations(env)
     new_state, _, info = counted_act[0](state, obs, goal, jax.random.key(2))
-    params, encode = state.learner.params, agent.modules["perception"].encode
-    z, g = encode(params["encoder"], obs), encode(params["encoder"], goal)
-    energy = jax.vmap(agent.modules["energy"], in_axes=(None, 0, 0, 0))(params, z, g, new_state.memory.plan)
+    params, encode = state.learner.params, agent.modules.perception.encode
+    z, g = encode(params.encoder, obs), encode(params.encoder, goal)
+    energy = jax.vmap(agent.modules.energy, in_axes=(None, 0, 0, 0))(params, z, g, new_state.memory.plan)
     np.testing.assert_allclose(np.asarray(energy), np.asarray(info["plan_energy"]), rtol=1e-4, atol=1e-5)
 
 
@@ -151,11 +158,14 @@ def batch(small):
     return UpdateBatch(
         obs=jnp.concatenate([start, start + jnp.cumsum(0.05 * action, axis=1)], axis=1),
         action=action,
+        reward=jnp.zeros((b, length)),
+        terminal=jnp.zeros((b, length)),
         mask=jnp.ones((b,)).at[0].set(0.0),
         pair_obs=pair,
         pair_next_obs=pair + 0.01,
         pair_goal=jnp.where(at_goal[:, None], pair, jax.random.uniform(k_goal, (bc, 2), minval=-1.0, maxval=1.0)),
         pair_at_goal=at_goal.astype(jnp.float32),
+        pair_mask=jnp.ones((bc,)),
     )
 
 
@@ -176,9 +186,9 @@ def test_update_changes_parameters_and_counts_steps(small, batch, update_fn):
     new, metrics = update_fn(state, batch)
     assert int(state.learner.step) == 0 and int(new.learner.step) == 1
     for name in ("encoder", "predictor"):
-        assert all(_leaves_changed(state.learner.params[name], new.learner.params[name])), name
+        assert all(_leaves_changed(getattr(state.learner.params, name), getattr(new.learner.params, name))), name
     # the metric critic ||psi(z) - psi(g)|| does not see psi's output bias: it alone keeps its zeros
-    critic_before, critic_after = state.learner.params["critic"], new.learner.params["critic"]
+    critic_before, critic_after = state.learner.params.critic, new.learner.params.critic
     changed = jax.tree.map(lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)), critic_before, critic_after)
     out = f"Dense_{len(SMALL_HIDDEN)}"
     assert changed.pop(out) == {"bias": False, "kernel": True}
@@ -283,9 +293,21 @@ def test_resolve_is_idempotent():
     assert resolve(once, TASK) == once
 
 
-def test_resolve_rejects_a_task_without_goals():
-    with pytest.raises(ValueError, match=r"'pendulum' is not goal-conditioned.*goal_obs"):
-        resolve(_cfg("env.name=pendulum"), Task(goal_conditioned=False, action_size=1, episode_length=200))
+@pytest.mark.parametrize(("episode_length", "horizon", "gamma"), [(500, 5, 0.99), (200, 3, 0.975), (5000, 8, 0.995)])
+def test_resolve_a_reward_task_by_the_rule(episode_length, horizon, gamma):
+    """Reward tasks: online, H = clip(L // 100, 3, 8), re-plan every step, gamma = clip(1 - 5 / L, .95, .995),
+    reward and value terms only, a value-trained policy proposing half the restarts."""
+    task = Task(goal_conditioned=False, action_size=1, episode_length=episode_length, action_repeat=2)
+    out = resolve(_cfg("env.name=pendulum", "data.num_envs=4", "online.env_steps=8000"), task)
+    assert (out.planner.horizon, out.planner.replan_every, out.value.gamma) == (horizon, 1, gamma)
+    c = out.cost
+    assert (c.goal_weight, c.critic_weight, c.reward_weight, c.value_weight) == (0.0, 0.0, 1.0, 1.0)
+    assert out.online.enabled and out.policy.enabled and out.policy.objective == "value"
+    assert out.policy.candidates == out.planner.restarts // 2 == 4
+    assert out.data.steps_per_env == 8000 // (2 * 4) and out.eval.controllers == ("learned", "random")
+    assert not _nones(out)
+    goal = resolve(_cfg(), TASK)
+    assert not goal.online.enabled and not goal.policy.enabled and goal.data.steps_per_env == 400
 
 
 def _nones(cfg, path: str = "") -> list[str]:
@@ -311,7 +333,7 @@ def energy_problem():
     model = world_model.make_world_model(5, 2, (16,))
     critic = cost.make_critic(5, (16,))
     k_pred, k_critic, k_z, k_g, k_a = jax.random.split(jax.random.key(0), 5)
-    params = {"predictor": model.init(k_pred), "critic": critic.init(k_critic)}
+    params = Params(encoder=None, predictor=model.init(k_pred), critic=critic.init(k_critic))
     z0, goal = jax.random.normal(k_z, (5,)), jax.random.normal(k_g, (5,))
     actions = jax.random.uniform(k_a, (6, 2), minval=-1.0, maxval=1.0)
     return model, critic, params, z0, goal, actions
@@ -319,12 +341,14 @@ def energy_problem():
 
 def test_energy_with_goal_weight_only_is_the_terminal_squared_distance(energy_problem):
     model, critic, params, z0, goal, actions = energy_problem
-    energy = cost.make_energy(model, critic, cost.EnergyWeights(goal=1.0, critic=0.0, action=0.0, terminal=True))
-    z = np.asarray(model.rollout(params["predictor"], z0, actions), np.float64)
+    energy = cost.make_energy(
+        model, cost.Heads(critic=critic), cost.EnergyWeights(goal=1.0, critic=0.0, action=0.0, terminal=True), True
+    )
+    z = np.asarray(model.rollout(params.predictor, z0, actions), np.float64)
     expected = np.sum((z[-1] - np.asarray(goal)) ** 2) / 5
     np.testing.assert_allclose(float(energy(params, z0, goal, actions)), expected, rtol=1e-6)
     # with critic weight 0 the critic is never read: a params dict without it works
-    no_critic = {"predictor": params["predictor"]}
+    no_critic = Params(encoder=None, predictor=params.predictor)
     np.testing.assert_allclose(float(energy(no_critic, z0, goal, actions)), expected, rtol=1e-6)
     np.testing.assert_allclose(float(jax.jit(energy)(params, z0, goal, actions)), expected, rtol=1e-5)
 
@@ -334,9 +358,9 @@ def test_energy_matches_the_documented_formula(energy_problem, terminal):
     """E = sum_t c_t (w_goal ||z_t - g||^2 / D + w_critic C(z_t, g)) + w_action mean_t ||a_t||^2."""
     model, critic, params, z0, goal, actions = energy_problem
     w = cost.EnergyWeights(goal=0.7, critic=0.3, action=0.2, terminal=terminal)
-    value = float(cost.make_energy(model, critic, w)(params, z0, goal, actions))
-    z = model.rollout(params["predictor"], z0, actions)
-    c = np.array([float(critic.apply(params["critic"], z[t], goal)) for t in range(6)])
+    value = float(cost.make_energy(model, cost.Heads(critic=critic), w, True)(params, z0, goal, actions))
+    z = model.rollout(params.predictor, z0, actions)
+    c = np.array([float(critic.apply(params.critic, z[t], goal)) for t in range(6)])
     z, g, a = (np.asarray(x, np.float64) for x in (z, goal, actions))
     per_step = 0.7 * np.sum((z - g) ** 2, axis=-1) / 5 + 0.3 * c
     weights = np.eye(6)[-1] if terminal else np.full(6, 1 / 6)
@@ -346,7 +370,7 @@ def test_energy_matches_the_documented_formula(energy_problem, terminal):
 
 def test_agent_energy_uses_the_resolved_weights(small):
     cfg, _, agent = small
-    w = agent.modules["energy_weights"]
+    w = agent.modules.weights
     assert (w.goal, w.critic, w.action, w.terminal) == (
         cfg.cost.goal_weight,
         cfg.cost.critic_weight,
@@ -354,7 +378,7 @@ def test_agent_energy_uses_the_resolved_weights(small):
         cfg.cost.terminal,
     )
     _, _, no_critic = build("critic.enabled=false")
-    assert no_critic.modules["energy_weights"].critic == 0.0 and no_critic.modules["critic"] is None
+    assert no_critic.modules.weights.critic == 0.0 and no_critic.modules.critic is None
 
 
 def test_fourier_features_shape_identity_and_metric_critic_symmetry():
@@ -373,7 +397,7 @@ def test_fourier_features_shape_identity_and_metric_critic_symmetry():
 
 def test_inverse_dynamics_head_is_trained_when_weighted():
     from ami import run
-    from ami.agent import UpdateBatch
+    from ami.agent import Params, TimeStep, UpdateBatch
 
     _, _, agent = run.build(
         _cfg(
@@ -384,17 +408,18 @@ def test_inverse_dynamics_head_is_trained_when_weighted():
         )
     )
     state = agent.init(jax.random.key(0), 1)
-    assert state.learner.params["inverse"] is not None
+    assert state.learner.params.inverse is not None
     obs = jax.random.uniform(jax.random.key(1), (4, 3, 2), minval=-1.0, maxval=1.0)
     action = jax.random.uniform(jax.random.key(2), (4, 2, 2), minval=-1.0, maxval=1.0)
     pair = jnp.zeros((4, 2))
-    batch = UpdateBatch(obs, action, jnp.ones(4), pair, pair, pair, jnp.zeros(4))
+    zeros = jnp.zeros((4, 2))
+    batch = UpdateBatch(obs, action, zeros, zeros, jnp.ones(4), pair, pair, pair, jnp.zeros(4), jnp.ones(4))
     new, metrics = agent.update(state, batch)
     assert np.isfinite(float(metrics["inverse_loss"]))
-    before, after = jax.tree.leaves(state.learner.params["inverse"]), jax.tree.leaves(new.learner.params["inverse"])
+    before, after = jax.tree.leaves(state.learner.params.inverse), jax.tree.leaves(new.learner.params.inverse)
     assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
     agent_without_inverse = run.build(_cfg("critic.enabled=false"))[2]
-    assert agent_without_inverse.init(jax.random.key(0), 1).learner.params["inverse"] is None
+    assert agent_without_inverse.init(jax.random.key(0), 1).learner.params.inverse is None
 
 
 def test_model_critic_backup_takes_the_best_imagined_or_observed_successor():
@@ -422,18 +447,18 @@ def test_normalized_encoder_standardises_with_fixed_statistics_that_updates_neve
     state = agent.init(jax.random.key(0), N)
     obs = jnp.array([[0.5, -1.0], [1.5, 3.0], [2.5, 5.0]])
     state = agent_lib.with_obs_stats(state, obs)
-    enc = state.learner.params["encoder"]
+    enc = state.learner.params.encoder
     np.testing.assert_allclose(enc[perception.OBS_MEAN], [1.5, 7.0 / 3.0], rtol=1e-6)
     np.testing.assert_allclose(enc[perception.OBS_STD], np.std(np.asarray(obs), axis=0), rtol=1e-6)
     plain = perception.make_perception((2,), cfg.perception.latent_size, cfg.perception.hidden)
     standardised = (obs - enc[perception.OBS_MEAN]) / enc[perception.OBS_STD]
-    encode = agent.modules["perception"].encode
+    encode = agent.modules.perception.encode
     np.testing.assert_allclose(encode(enc, obs), plain.encode(enc["net"], standardised), rtol=1e-6)
     after, _ = jax.jit(agent.update)(state, batch)
     for name in (perception.OBS_MEAN, perception.OBS_STD):
-        np.testing.assert_array_equal(after.learner.params["encoder"][name], enc[name])
+        np.testing.assert_array_equal(after.learner.params.encoder[name], enc[name])
         np.testing.assert_array_equal(after.learner.target_encoder[name], enc[name])
-    assert any(_leaves_changed(enc["net"], after.learner.params["encoder"]["net"]))
+    assert any(_leaves_changed(enc["net"], after.learner.params.encoder["net"]))
 
 
 # ----- amortised policy -----
@@ -451,23 +476,23 @@ def test_policy_is_trained_by_update_and_its_proposals_reach_the_planner(batch):
         "planner.iterations=2",
     )
     state = agent.init(jax.random.key(0), N)
-    assert state.learner.params["policy"] is not None and state.learner.policy_opt is not None
+    assert state.learner.params.policy is not None and state.learner.policy_opt is not None
     new, metrics = jax.jit(agent.update)(state, batch)
-    assert all(_leaves_changed(state.learner.params["policy"], new.learner.params["policy"]))
+    assert all(_leaves_changed(state.learner.params.policy, new.learner.params.policy))
     assert {"policy_loss", "policy_action_abs"} <= set(metrics) and np.isfinite(float(metrics["policy_loss"]))
     # the prior is exactly the policy's noiseless rollout at member P-th from the end: with a
     # population of the prior's size only, the planner can return nothing but a proposal
     params = new.learner.params
     modules = agent.modules
     _, obs, goal = first_observations(env)
-    z = modules["perception"].encode(params["encoder"], obs[0])
-    g = modules["perception"].encode(params["encoder"], goal[0])
+    z = modules.perception.encode(params.encoder, obs[0])
+    g = modules.perception.encode(params.encoder, goal[0])
     prior = agent_module.policy_prior(modules, params, z, g, jax.random.key(5))
     assert prior.shape == (2, cfg.planner.horizon, 2)
-    predict = partial(modules["world_model"].predict, params["predictor"])
-    expected = policy.rollout(modules["policy"], params["policy"], predict, z, g, cfg.planner.horizon)
+    predict = partial(modules.world_model.predict, params.predictor)
+    expected = policy.rollout(modules.policy, params.policy, predict, z, g, cfg.planner.horizon)
     np.testing.assert_allclose(prior[0], expected, rtol=1e-5, atol=1e-6)
-    _, action, _ = jax.jit(agent.act)(new, obs, goal, jax.random.key(6))
+    _, action, _ = jax.jit(agent.act)(new, step_of(obs, goal), jax.random.key(6))
     assert action.shape == (N, 2) and bool(jnp.all(jnp.isfinite(action)))
 
 
@@ -487,9 +512,9 @@ def test_visit_cost_exact_value_and_masking():
 def test_energy_adds_the_weighted_visit_term_only_when_given(energy_problem):
     model, critic, params, z0, goal, actions = energy_problem
     w = cost.EnergyWeights(goal=0.7, critic=0.3, terminal=False)
-    base = cost.make_energy(model, critic, w)
-    visiting = cost.make_energy(model, critic, w._replace(visit=2.5, visit_scale=0.8))
-    z = model.rollout(params["predictor"], z0, actions)
+    base = cost.make_energy(model, cost.Heads(critic=critic), w, True)
+    visiting = cost.make_energy(model, cost.Heads(critic=critic), w._replace(visit=2.5, visit_scale=0.8), True)
+    z = model.rollout(params.predictor, z0, actions)
     visited = jnp.concatenate([z[:3] + 0.1, jnp.zeros((2, z.shape[-1]))])  # K = 5, 3 recorded
     valid = jnp.array([True, True, True, False, False])
     expected = float(base(params, z0, goal, actions)) + 2.5 * float(cost.visit_cost(z, visited, valid, 0.8))
@@ -508,11 +533,11 @@ def test_act_with_a_visit_term_keeps_the_history_and_plans_away_from_it():
     obs = jnp.array([[-0.5, 0.2], [0.4, -0.3]])
     goal = jnp.array([[0.5, 0.2], [-0.4, -0.3]])
     act = jax.jit(agent.act)
-    state, _, _ = act(state, obs, goal, jax.random.key(1))
+    state, _, _ = act(state, step_of(obs, goal), jax.random.key(1))
     assert state.memory.latents_valid.tolist() == [[False] * 6 + [True]] * 2
     # the same decision with the history full of the current latent: the energy of the plan
     # includes the visit term, so the planned energy is higher than without a history
-    z = agent.modules["perception"].encode(state.learner.params["encoder"], obs)
+    z = agent.modules.perception.encode(state.learner.params.encoder, obs)
     full = state.memory._replace(
         latents=jnp.broadcast_to(z[:, None], (2, 7, z.shape[-1])), latents_valid=jnp.ones((2, 7), bool)
     )

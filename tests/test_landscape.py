@@ -274,7 +274,7 @@ def test_the_run_planner_is_the_run_configured_one():
     from ami.diagnostics import report
 
     own = make_planner("gradient", horizon=H, action_size=A, iterations=3)
-    chosen = report.resolve_planners(["run", "gradient"], SimpleNamespace(modules={"planner": own}), H, A)
+    chosen = report.resolve_planners(["run", "gradient"], SimpleNamespace(modules=SimpleNamespace(planner=own)), H, A)
     assert chosen["run"] is own and dict(chosen["gradient"].options)["iterations"] == 50
     assert report.path_budgets(own) == [1, 3]
 

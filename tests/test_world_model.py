@@ -14,6 +14,7 @@ import pytest
 
 import envs
 from ami import run, train, world_model
+from ami.agent import Params
 from ami.config import load_experiment
 from ami.perception import make_perception
 
@@ -47,7 +48,7 @@ def _train(anti_collapse: str, replay):
     """Trains a small world model for `NUM_CHUNKS` chunks; returns `(cfg, agent, state, history)`."""
     cfg, _, agent = run.build(load_experiment(QUICKSTART, [*SMALL, f"world_model.anti_collapse={anti_collapse}"]))
     state = agent.init(jax.random.key(1), 1)
-    chunk = train.make_train_chunk(cfg, agent)
+    chunk = train.make_train_chunk(agent, cfg.train.chunk)
     history = []
     for i in range(NUM_CHUNKS):
         state, metrics = chunk(state, replay, jax.random.fold_in(jax.random.key(2), i))
@@ -71,11 +72,11 @@ def trained(two_rooms_replay):
 def held_out_errors(cfg, agent, state, replay) -> tuple[float, float]:
     """Mean squared error `sum_d` of the predictor's rollout and of predicting "no motion"
     (`zhat_{t+k} = z_t`) on a fresh batch of windows, both against the online encoder."""
-    batch = train.sample_batch(cfg, replay, jax.random.key(999))
+    batch = agent.sample(replay, jax.random.key(999))
     params = state.learner.params
-    z = agent.modules["perception"].encode(params["encoder"], batch.obs)  # [B, L+1, D]
-    rollout = jax.vmap(agent.modules["world_model"].rollout, in_axes=(None, 0, 0))
-    pred = rollout(params["predictor"], z[:, 0], batch.action)
+    z = agent.modules.perception.encode(params.encoder, batch.obs)  # [B, L+1, D]
+    rollout = jax.vmap(agent.modules.world_model.rollout, in_axes=(None, 0, 0))
+    pred = rollout(params.predictor, z[:, 0], batch.action)
     model = float(jnp.mean(jnp.sum((pred - z[:, 1:]) ** 2, -1)))
     copy = float(jnp.mean(jnp.sum((z[:, :1] - z[:, 1:]) ** 2, -1)))
     return model, copy
@@ -116,7 +117,7 @@ def _loss_setup(anti_collapse: str):
     perception = make_perception((2,), 4, (8,))
     model = world_model.make_world_model(4, 2, (8,))
     k_enc, k_target, k_pred, k_obs, k_act = jax.random.split(jax.random.key(3), 5)
-    params = {"encoder": perception.init(k_enc), "predictor": model.init(k_pred)}
+    params = Params(encoder=perception.init(k_enc), predictor=model.init(k_pred))
     target = perception.init(k_target)
     obs = jax.random.normal(k_obs, (5, 4, 2))  # B=5 windows of L=3 steps
     actions = jax.random.uniform(k_act, (5, 3, 2), minval=-1.0, maxval=1.0)
@@ -129,14 +130,14 @@ def test_jepa_loss_matches_a_hand_computation(anti_collapse):
     cfg, perception, model, params, target_params, obs, actions, mask = _loss_setup(anti_collapse)
     loss_fn = jax.jit(lambda *args: world_model.jepa_loss(*args, perception, model, cfg))
     loss, metrics = loss_fn(params, target_params, obs, actions, mask, jax.random.key(0))
-    z = np.asarray(perception.encode(params["encoder"], obs), np.float64)
-    target_encoder = target_params if anti_collapse == "ema" else params["encoder"]
+    z = np.asarray(perception.encode(params.encoder, obs), np.float64)
+    target_encoder = target_params if anti_collapse == "ema" else params.encoder
     target = np.asarray(perception.encode(target_encoder, obs[:, 1:]), np.float64)
     predict, per_window = jax.jit(model.predict), []
     for b in range(5):  # the predictor stepped by hand, one window at a time
         zhat, errors = z[b, 0], []
         for k in range(3):
-            zhat = np.asarray(predict(params["predictor"], jnp.asarray(zhat, jnp.float32), actions[b, k]))
+            zhat = np.asarray(predict(params.predictor, jnp.asarray(zhat, jnp.float32), actions[b, k]))
             errors.append(np.sum((zhat - target[b, k]) ** 2))
         per_window.append(np.mean(errors))
     m = np.asarray(mask)
@@ -270,7 +271,7 @@ def test_jepa_loss_adds_the_weighted_contrastive_term():
     base, _ = world_model.jepa_loss(params, target, obs, actions, mask, key, perception, model, cfg)
     loss, metrics = world_model.jepa_loss(params, target, obs, actions, mask, key, perception, model, with_term)
     offsets = jax.random.randint(jax.random.fold_in(key, 1), (obs.shape[0],), 1, obs.shape[1])
-    z = perception.encode(params["encoder"], obs)
+    z = perception.encode(params.encoder, obs)
     expected = float(world_model.temporal_contrastive(z, offsets, mask, 2.0))
     np.testing.assert_allclose(float(metrics["contrastive"]), expected, rtol=1e-6)
     np.testing.assert_allclose(float(loss), float(base) + 0.5 * expected, rtol=1e-5)

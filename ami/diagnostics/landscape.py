@@ -332,7 +332,7 @@ def with_iterations(planner: Planner, iterations: int) -> Planner:
     )
 
 
-def plan_pairs(optimize: Callable, energy: Callable, params: dict, contexts: Any, goals: Array, key: Array) -> Any:
+def plan_pairs(optimize: Callable, energy: Callable, params: Any, contexts: Any, goals: Array, key: Array) -> Any:
     """Plans `P` problems at once: what `optimize` returns, with a leading `[P]` axis on every leaf.
 
     `optimize(energy_fn, key)` is a planner's `optimize` (-> `PlanResult`) or a partial
@@ -346,16 +346,15 @@ def plan_pairs(optimize: Callable, energy: Callable, params: dict, contexts: Any
 
 def with_planner(agent: Agent, planner: Planner) -> Agent:
     """`agent` whose `act` and `plan` use `planner` (same horizon) instead of its configured one."""
-    modules = {**agent.modules, "planner": planner}
-    cfg = modules["cfg"]
+    m = agent.modules._replace(planner=planner)
 
-    def act(state, obs, goal, key, plan_fn=None, context=None):
-        return agent_lib.act(cfg, modules, state, obs, goal, key, plan_fn, context)
+    def act(state, step, key, plan_fn=None, context=None):
+        return agent_lib.act(m, state, step, key, plan_fn, context)
 
     def plan(params, z0, goal, init_plan, key, mem=None):
-        return agent_lib.plan_batch(modules, params, z0, goal, init_plan, key, mem)
+        return agent_lib.plan_batch(m, params, z0, goal, init_plan, key, mem)
 
-    return agent._replace(act=act, plan=plan, modules=modules)
+    return agent._replace(act=act, plan=plan, modules=m)
 
 
 def with_guarded_twin(agent: Agent, planner: Planner, fallback: Planner, env, max_norm: float = MAX_NORM) -> Agent:
@@ -366,9 +365,9 @@ def with_guarded_twin(agent: Agent, planner: Planner, fallback: Planner, env, ma
     fallback_plan_fn = twin_plan_fn(with_planner(agent, fallback), env)
     energy = true_energy_fn(agent, env)
 
-    def act(state, obs, goal, key, plan_fn=None, context=None):
+    def act(state, step, key, plan_fn=None, context=None):
         if plan_fn is not None:
             plan_fn = guarded_twin_plan_fn(plan_fn, fallback_plan_fn, energy, max_norm)
-        return planned.act(state, obs, goal, key, plan_fn, context)
+        return planned.act(state, step, key, plan_fn, context)
 
     return planned._replace(act=act)

@@ -35,6 +35,7 @@ import numpy as np
 
 import envs
 from ami.actor import Planner, make_planner, planner_names
+from ami.agent import Params
 from ami.diagnostics import landscape as ls
 from ami.diagnostics.output import table_rows
 from ami.evaluate import evaluate
@@ -62,14 +63,12 @@ class Energies(NamedTuple):
     true: Any
 
 
-def make_pairs(env: envs.Env, encode, params: dict, seed: int, num: int) -> Pairs:
+def make_pairs(env: envs.Env, encode, params: Params, seed: int, num: int) -> Pairs:
     """The first states of a `num`-episode evaluation from `key(seed)` (as `ami.evaluate.run_episodes`)."""
 
     def draw(params, key):
         states = jax.vmap(env.reset)(jax.random.split(jax.random.split(key)[0], num))
-        return Pairs(
-            states, encode(params["encoder"], states.obs), encode(params["encoder"], states.info[envs.GOAL_OBS])
-        )
+        return Pairs(states, encode(params.encoder, states.obs), encode(params.encoder, states.info[envs.GOAL_OBS]))
 
     return jax.jit(draw)(params, jax.random.key(seed))
 
@@ -80,7 +79,7 @@ def resolve_planners(names: list[str] | None, agent, horizon: int, action_size: 
 
     def build(name: str) -> Planner:
         if name == RUN_PLANNER:
-            return agent.modules["planner"]
+            return agent.modules.planner
         return make_planner(name, horizon=horizon, action_size=action_size)
 
     return {name: build(name) for name in names or planner_names()}
@@ -128,12 +127,12 @@ class Problems(NamedTuple):
     jitted `plans [P, H, A] -> ls.GradientCheck [P]` of the pairs, compiled once for all planners."""
 
     energies: Energies
-    params: dict
+    params: Params
     pairs: Pairs
     check: Any
 
 
-def make_problems(energies: Energies, params: dict, pairs: Pairs, max_ratio: float) -> Problems:
+def make_problems(energies: Energies, params: Params, pairs: Pairs, max_ratio: float) -> Problems:
     """The `Problems` of `pairs`; `max_ratio` as in `ls.compare_gradients`."""
 
     def one(params, state, z0, goal, actions):
@@ -323,8 +322,8 @@ def report(
     horizon, action_size = cfg.planner.horizon, env.action_size
     chosen = resolve_planners(planners, agent, horizon, action_size)
     backup = fallback_planner(fallback, horizon, action_size)
-    pairs = make_pairs(env, agent.modules["perception"].encode, params, cfg.eval.seed, num_pairs)
-    energies = Energies(agent.modules["energy"], ls.true_energy_fn(agent, env))
+    pairs = make_pairs(env, agent.modules.perception.encode, params, cfg.eval.seed, num_pairs)
+    energies = Energies(agent.modules.energy, ls.true_energy_fn(agent, env))
     problems = make_problems(energies, params, pairs, max_grad_ratio)
     key_plan, key_slice = jax.random.split(jax.random.fold_in(jax.random.key(cfg.eval.seed), 1))
     records, plans = {}, {}
