@@ -397,7 +397,7 @@ def test_fourier_features_shape_identity_and_metric_critic_symmetry():
 
 def test_inverse_dynamics_head_is_trained_when_weighted():
     from ami import run
-    from ami.agent import Params, TimeStep, UpdateBatch
+    from ami.agent import UpdateBatch
 
     _, _, agent = run.build(
         _cfg(
@@ -547,3 +547,51 @@ def test_act_with_a_visit_term_keeps_the_history_and_plans_away_from_it():
     with_history = plan(params, z, z, init, jax.random.key(2), full)
     without = plan(params, z, z, init, jax.random.key(2))
     assert bool(jnp.all(with_history.energy > without.energy))
+
+
+# ----- defects fixed: pairs across episode ends, the twin's prior -----
+
+
+def test_critic_loss_leaves_out_pairs_outside_one_episode():
+    critic = cost.Critic(init=None, apply=lambda p, z, g: jnp.sum(jnp.abs(z - g), -1))
+    z, z_next, goal = jnp.array([[3.0], [1.0], [9.0]]), jnp.array([[2.0], [0.5], [0.0]]), jnp.zeros((3, 1))
+    at_goal = jnp.zeros(3)
+    loss, _ = cost.critic_loss(None, None, critic, z, z_next, goal, at_goal, 0.9, 0.5, jnp.array([1.0, 1.0, 0.0]))
+    kept, _ = cost.critic_loss(None, None, critic, z[:2], z_next[:2], goal[:2], at_goal[:2], 0.9, 0.5)
+    np.testing.assert_allclose(loss, kept, rtol=1e-6)
+    # the batch carries the pairs' validity to the critic's loss
+    from ami import train
+
+    data = train.collect(envs.make("two_rooms", episode_length=5), jax.random.key(0), 2, 20, 0.5)
+    critic_cfg = load_experiment(QUICKSTART, ["critic.batch_size=64", "critic.max_goal_offset=12"]).critic
+    b = agent_module.sample_batch(
+        agent_module.SampleSettings(8, 2, critic_cfg), True, train.to_replay(data), jax.random.key(1)
+    )
+    assert b.pair_mask.shape == (64,) and 0.0 < float(jnp.mean(b.pair_mask)) < 1.0  # offsets up to 12 > episodes of 5
+
+
+def test_the_twin_plans_with_the_policy_prior():
+    """With as many restarts as proposals and a negligible step, the twin's plan is one of the
+    policy's proposals (made through the learned model), as the learned planner's is."""
+    from ami.evaluate import twin_plan_fn
+
+    _, env, agent = build(
+        "policy.enabled=true",
+        "policy.hidden=[16]",
+        "policy.candidates=2",
+        "policy.noise=0.5",
+        "planner.restarts=2",
+        "planner.iterations=1",
+        "planner.learning_rate=1e-9",
+    )
+    state = agent.init(jax.random.key(0), 2)
+    states, obs, goal = first_observations(env, 2)
+    params, m = state.learner.params, agent.modules
+    z, g = m.perception.encode(params.encoder, obs), m.perception.encode(params.encoder, goal)
+    init = jnp.zeros((2, m.planner.horizon, 2))
+    result = jax.jit(twin_plan_fn(agent, env))(params, z, g, init, jax.random.key(3), states)
+    for i in range(2):
+        k_prior = jax.random.split(jax.random.split(jax.random.key(3), 2)[i])[1]
+        prior = agent_module.policy_prior(m, params, z[i], g[i], k_prior)
+        gaps = [float(jnp.max(jnp.abs(result.actions[i] - p))) for p in prior]
+        assert min(gaps) < 1e-4, gaps
