@@ -187,10 +187,13 @@ def train_model(
 
 def train_online(
     cfg: ExperimentConfig, env: envs.Env, agent: Agent, run_dir: Path, progress: Progress, max_chunks: int | None = None
-) -> online.Online:
+) -> tuple[online.Online, dict | None]:
     """Online learning (`ami.online`) for `online.env_steps`, evaluating every `online.eval_every`
     env steps on the fixed evaluation episodes and checkpointing every `online.checkpoint_every`
-    (and at the end); a run directory with checkpoints is resumed from the newest one."""
+    (and at the end); a run directory with checkpoints is resumed from the newest one.
+
+    Returns the loop's state and the learned controller's evaluation after the last chunk when
+    this call ran it (the run's final evaluation of that controller), else None."""
     o, repeat = cfg.online, envs.action_repeat(env)
     s = online.settings(cfg, repeat)
     per_chunk = s.chunk * s.num_envs * repeat
@@ -213,7 +216,7 @@ def train_online(
     )
     first = int(state.env_steps) // per_chunk
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
-    t0 = time.perf_counter()
+    t0, final = time.perf_counter(), None
     for i in range(first, last):
         state, stats = chunk(state, jax.random.fold_in(k_train, i))
         if getattr(env, "check_finite", False):
@@ -241,9 +244,10 @@ def train_online(
             result = evaluator(state.agent, jax.random.key(cfg.eval.seed))["learned"]
             progress.log({"phase": "eval", "env_steps": steps, "wall_time_train_s": round(elapsed, 1), **result})
             progress.say(f"eval: {steps} env steps: return {result['return']:.1f} +- {result['return_std']:.1f}")
+            final = result if i + 1 == num_chunks else None
         if _crossed(steps, per_chunk, o.checkpoint_every) or i + 1 == num_chunks:
             checkpoint.save(run_dir / "checkpoints", steps, state, {"config": configlib.to_dict(cfg)}, max_to_keep=2)
-    return state
+    return state, final
 
 
 def _crossed(steps: int, per_chunk: int, every: int) -> bool:
@@ -288,14 +292,21 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Settings a resumed run may change: when and how it is evaluated and checkpointed, never what it trains on.
+RESUME_FREE = ("eval.", "online.eval_every", "online.checkpoint_every")
+
+
 def _check_same_run(cfg: ExperimentConfig, run_dir: Path) -> None:
-    """Raises `ConfigError` when `run_dir` holds checkpoints of a run with another config."""
+    """Raises `ConfigError` when `run_dir` holds checkpoints of a run with another config (up to
+    `RESUME_FREE` settings; the planner's resolved search settings are compared, so a budget that
+    changes how the agent acts while it learns is caught)."""
     saved_path = run_dir / "config.yaml"
     if checkpoint.latest_step(run_dir / "checkpoints") is None or not saved_path.exists():
         return
     saved = _flat(configlib.to_dict(configlib.load(ExperimentConfig, saved_path)))
     now = _flat(configlib.to_dict(cfg))
-    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    keys = (k for k in saved.keys() | now.keys() if not k.startswith(RESUME_FREE))
+    differ = sorted(k for k in keys if saved.get(k) != now.get(k))
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:5])
         raise configlib.ConfigError(
@@ -322,11 +333,12 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_c
     configlib.dump(cfg, run_dir / "config.yaml")
     progress = Progress(run_dir, quiet)
     if cfg.online.enabled:
-        loop = train_online(cfg, env, agent, run_dir, progress, max_chunks)
+        loop, final = train_online(cfg, env, agent, run_dir, progress, max_chunks)
         state, env_steps, updates = loop.agent, int(loop.env_steps), int(loop.updates)
         if env_steps < cfg.online.env_steps:  # the last chunk ends at or past env_steps
             return {"status": "unfinished", "env_steps": env_steps}
     else:
+        final = None
         training = train_model(cfg, env, agent, run_dir, progress, max_chunks)
         state, updates = training.agent, int(training.updates)
         env_steps = cfg.data.num_envs * cfg.data.steps_per_env
@@ -334,7 +346,10 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_c
             return {"status": "unfinished", "updates": updates}
     t0 = time.perf_counter()
     controllers = cfg.eval.controllers
-    results = evaluate_run(cfg, agent, state, controllers)
+    # the learned controller's last online evaluation ran on these same episodes from the same key
+    reuse = {"learned": final} if final is not None and "learned" in controllers else {}
+    rest = evaluate_run(cfg, agent, state, tuple(c for c in controllers if c not in reuse))
+    results = {c: reuse.get(c, rest.get(c)) for c in controllers}
     headline = "success_rate" if agent.spec.goal_conditioned else "return"
     progress.say(
         f"evaluate: {cfg.eval.episodes} episodes x {len(controllers)} controllers in "

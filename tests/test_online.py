@@ -5,7 +5,9 @@ the native pendulum (learns, resumes bit for bit) and on a user's own reward env
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import sys
 import textwrap
 
@@ -14,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ami import cost, memory, run, scalars, train, value
+from ami import configlib, cost, memory, run, scalars, train, value
 from ami.agent import Params, TimeStep
 from ami.config import load_experiment
 
@@ -203,7 +205,16 @@ def test_a_killed_online_run_resumes_bit_for_bit(tmp_path):
     whole = run.train(cfg, tmp_path / "whole", quiet=True)
     sliced_dir = tmp_path / "sliced"
     assert run.train(cfg, sliced_dir, quiet=True, max_chunks=2) == {"status": "unfinished", "env_steps": 400}
-    sliced = run.train(cfg, sliced_dir, quiet=True)
+    changed = pendulum(*ONLINE, "online.env_steps=800", "online.checkpoint_every=400", "online.seed_steps=100")
+    with pytest.raises(configlib.ConfigError, match=re.escape("online.seed_steps: 200 -> 100")):
+        run.train(changed, sliced_dir, quiet=True)
+    # when and how it is evaluated may change on resume; what it trains on may not
+    evaluated = pendulum(*ONLINE, "online.env_steps=800", "online.checkpoint_every=400", "online.seed_steps=200")
+    sliced = run.train(
+        dataclasses.replace(evaluated, online=dataclasses.replace(evaluated.online, eval_every=200)),
+        sliced_dir,
+        quiet=True,
+    )
     assert sliced["mean_return"] == whole["mean_return"] and sliced["updates"] == whole["updates"]
     from ami import checkpoint
 
@@ -211,8 +222,13 @@ def test_a_killed_online_run_resumes_bit_for_bit(tmp_path):
     b = checkpoint.restore(sliced_dir / "checkpoints", 800)[0]
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(_numpy(x), _numpy(y))
-    phases = [json.loads(line)["phase"] for line in (sliced_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (sliced_dir / "metrics.jsonl").read_text().splitlines()]
+    phases = [r["phase"] for r in rows]
     assert phases.count("resume") == 1 and phases[-1] == "summary"
+    assert [r["env_steps"] for r in rows if r["phase"] == "eval"] == [600, 800]
+    # the summary's learned row is the last online evaluation (same episodes, same key), not a second one
+    assert sliced["controllers"]["learned"] == {k: rows[-2][k] for k in ("return", "return_std")}
+    assert sliced["controllers"] == whole["controllers"] and set(whole["controllers"]) == {"learned", "random"}
 
 
 USER_REWARD_ENV = textwrap.dedent(
