@@ -95,6 +95,7 @@ def read_run(run_dir: Path) -> dict | None:
     budget = yaml.safe_load((run_dir / "config.yaml").read_text())["online"]["env_steps"]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
     offset, prev, curve, compile_s, eval_s, chunks, updates = 0.0, None, {}, 0.0, 0.0, [], 0
+    train_curve = {}
     total = summary["wall_time_s"]
     for r in [*records, {"phase": "resume"}]:
         if r["phase"] == "resume":  # closes a segment (one process's clock): its compile estimate
@@ -106,6 +107,8 @@ def read_run(run_dir: Path) -> dict | None:
             since = prev["wall"] if prev else offset
             chunks.append((wall - since, r["updates"] > updates, prev is not None and prev["phase"] == "online"))
             updates = r["updates"]
+            if "train_return" in r:
+                train_curve[r["env_steps"]] = (r["train_return"], round(wall / 60, 2))
         elif r["phase"] == "eval":
             curve[r["env_steps"]] = (r["return"], round(wall / 60, 2))
         if prev and (r["phase"] == "summary" or (r["phase"] == "eval" and prev["phase"] == "online")):
@@ -122,6 +125,7 @@ def read_run(run_dir: Path) -> dict | None:
         "at_100k": last_at(curve, REF_STEPS) if budget >= REF_STEPS else None,
         "curve": [(s, r) for s, (r, _) in sorted(curve.items())],
         "wall_curve": [(m, r) for _, (r, m) in sorted(curve.items())],
+        "train_curve": [(s, r, m) for s, (r, m) in sorted(train_curve.items())],
         "wall_s": total,
         "env_steps": summary["env_steps"],
         "updates": summary["updates"],
@@ -181,7 +185,9 @@ def report(task: str, runs: dict[int, dict], refs: list[dict] | None) -> dict:
 
 def plot(results: dict, path: Path, wallclock: bool = False) -> None:
     """One panel per task: eval return vs env steps (or mean wall-clock minutes at those steps) over the eval
-    steps all seeds share, mean over seeds with a min-max band, and the reference 100k figures as dashed lines."""
+    steps all seeds share, mean over seeds with a min-max band; each seed's training episodes (acting with
+    exploration noise, mean per chunk of the episodes that ended in it) as thin lines; and the reference 100k
+    figures as dashed lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,6 +200,10 @@ def plot(results: dict, path: Path, wallclock: bool = False) -> None:
             for x in entry["seeds"].values()
         ]
         steps = sorted(set.intersection(*(set(c) for c in runs))) if runs else []
+        for i, x in enumerate(entry["seeds"].values()):
+            train = np.array([(m if wallclock else s, r) for s, r, m in x.get("train_curve", [])]).reshape(-1, 2)
+            label = "training episodes (per seed)" if i == 0 else None
+            ax.plot(train[:, 0], train[:, 1], lw=0.6, alpha=0.5, color="C0", label=label)
         if steps:
             ys = np.array([[c[s][0] for s in steps] for c in runs])
             xs = np.array([[c[s][1] for s in steps] for c in runs]).mean(0) if wallclock else np.array(steps)
