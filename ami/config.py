@@ -34,7 +34,8 @@ class EnvConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
-    """Which agent family runs (`ami.family.names()`): `ami`, the AMI agent of `ami.agent`."""
+    """Which agent family runs (`ami.family.names()`): `ami`, the AMI agent of `ami.agent`;
+    `dreamer`, the Dreamer-style baseline of `ami.baselines.dreamer` (its settings: `dreamer.*`)."""
 
     name: str = "ami"
 
@@ -381,6 +382,65 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DreamerConfig:
+    """The Dreamer-style baseline (`agent.name: dreamer`, `ami.baselines.dreamer`), DreamerV3's
+    recipe for vector observations: an RSSM of a `deter`-unit GRU state and `stoch` categorical
+    latents of `classes` classes (`unimix` uniform mixture, straight-through samples); MLPs of
+    `layers` x `hidden`; decoder, reward and continue heads; KL balancing (`dyn_weight`,
+    `rep_weight`) with `free_nats`; an actor and a critic trained in imagination over `horizon`
+    steps on lambda-returns (`gamma`, `lam`) normalised by the EMA (`return_decay`) of their
+    5-95 percentile range, with entropy bonus `entropy` and a slow critic (`slow_tau`,
+    regulariser weight `slow_weight`). Replayed windows: `batch_size` x `length` decisions.
+    `actor_grad`: `reinforce` (the published recipe) or `backprop` through the model."""
+
+    deter: int = 512
+    stoch: int = 32
+    classes: int = 16
+    hidden: int = 256
+    layers: int = 2
+    activation: str = "silu"
+    unimix: float = 0.01
+    bins: int = 255
+    free_nats: float = 1.0
+    dyn_weight: float = 0.5
+    rep_weight: float = 0.1
+    horizon: int = 15
+    gamma: float = 0.997
+    lam: float = 0.95
+    entropy: float = 3e-4
+    return_decay: float = 0.99
+    slow_tau: float = 0.98
+    slow_weight: float = 1.0
+    actor_grad: Literal["reinforce", "backprop"] = "reinforce"
+    min_std: float = 0.1
+    max_std: float = 1.0
+    batch_size: int = 16
+    length: int = 64
+    model_lr: float = 1e-4
+    actor_lr: float = 3e-5
+    critic_lr: float = 3e-5
+    model_clip: float = 1000.0
+    actor_critic_clip: float = 100.0
+
+    def validate(self) -> None:
+        for name in ("deter", "stoch", "classes", "hidden", "layers", "horizon", "batch_size", "length"):
+            check(getattr(self, name) >= 1, name, "must be >= 1")
+        check(self.classes >= 2, "classes", "must be >= 2")
+        check(self.bins >= 2, "bins", "must be >= 2")
+        check(self.activation in ACTIVATIONS, "activation", f"must be one of {sorted(ACTIVATIONS)}")
+        check(0.0 <= self.unimix < 1.0, "unimix", "must be in [0, 1)")
+        for name in ("free_nats", "dyn_weight", "rep_weight", "entropy", "slow_weight"):
+            check(getattr(self, name) >= 0.0, name, "must be >= 0")
+        for name in ("gamma", "return_decay", "slow_tau"):
+            check(0.0 <= getattr(self, name) < 1.0, name, "must be in [0, 1)")
+        check(0.0 <= self.lam <= 1.0, "lam", "must be in [0, 1]")
+        check(self.actor_grad in ("reinforce", "backprop"), "actor_grad", "must be 'reinforce' or 'backprop'")
+        check(0.0 < self.min_std < self.max_std, "min_std", "need 0 < min_std < max_std")
+        for name in ("model_lr", "actor_lr", "critic_lr", "model_clip", "actor_critic_clip"):
+            check(getattr(self, name) > 0.0, name, "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment: what `ami train CONFIG` runs."""
 
@@ -398,6 +458,7 @@ class ExperimentConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     online: OnlineConfig = dataclasses.field(default_factory=OnlineConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
 
     def validate(self) -> None:
         check(
@@ -428,6 +489,7 @@ __all__ = [
     "CostConfig",
     "CriticConfig",
     "DataConfig",
+    "DreamerConfig",
     "EnvConfig",
     "EvalConfig",
     "ExperimentConfig",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-_FAMILIES: dict[str, str] = {"ami": "ami.agent:make_agent"}
+_FAMILIES: dict[str, str] = {"ami": "ami.agent:make_agent", "dreamer": "ami.baselines.dreamer.agent:make_dreamer"}
 
 
 def names() -> tuple[str, ...]:

@@ -97,6 +97,38 @@ class _CNN(nn.Module):
         return nn.Dense(self.out)(x).reshape((*lead, self.out))
 
 
+class _GRU(nn.Module):
+    """The layer-normalised GRU of DreamerV3: one Dense of `[h, x]` into reset, candidate and
+    update gates, LayerNorm, then `h' = u * tanh(r * c) + (1 - u) * h` with `u = sigmoid(. - 1)`
+    (biased towards keeping the state)."""
+
+    size: int
+
+    @nn.compact
+    def __call__(self, h, x):
+        parts = nn.LayerNorm()(nn.Dense(3 * self.size, use_bias=False)(jnp.concatenate([h, x], -1)))
+        reset, cand, update = jnp.split(parts, 3, axis=-1)
+        reset, update = nn.sigmoid(reset), nn.sigmoid(update - 1.0)
+        return update * jnp.tanh(reset * cand) + (1.0 - update) * h
+
+
+class Recurrent(NamedTuple):
+    """`init(key, h [..., H], x [..., I]) -> params`; `apply(params, h, x) -> h' [..., H]`."""
+
+    init: Callable[[jax.Array, jax.Array, jax.Array], Params]
+    apply: Callable[[Params, jax.Array, jax.Array], jax.Array]
+
+
+def gru(size: int) -> Recurrent:
+    """A layer-normalised GRU cell of `size` units (`_GRU`)."""
+    if size < 1:
+        raise ValueError(f"gru: size must be >= 1, got {size}")
+    module = _GRU(int(size))
+    return Recurrent(
+        init=lambda key, h, x: module.init(key, h, x)["params"], apply=lambda p, h, x: module.apply({"params": p}, h, x)
+    )
+
+
 def _check_activation(activation: str) -> None:
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
