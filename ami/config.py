@@ -35,7 +35,8 @@ class EnvConfig:
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """Which agent family runs (`ami.family.names()`): `ami`, the AMI agent of `ami.agent`;
-    `dreamer`, the Dreamer-style baseline of `ami.baselines.dreamer` (its settings: `dreamer.*`)."""
+    `dreamer`, the Dreamer-style baseline of `ami.baselines.dreamer` (its settings: `dreamer.*`);
+    `ppo`, `sac`: Brax's model-free agents through `ami.baselines.brax_mf` (`brax.options`)."""
 
     name: str = "ami"
 
@@ -112,7 +113,7 @@ class WorldModelConfig:
     contrastive_temperature: float = 1.0
     reward_weight: float = 1.0
     reward_hidden: tuple[int, ...] = (256,)
-    reward_head: Literal["twohot", "symlog", "mse"] = "twohot"
+    reward_head: Literal["twohot", "symlog", "mse"] = "symlog"  # by return: benchmarks/heads.py
 
     def validate(self) -> None:
         check(self.reward_weight >= 0.0, "reward_weight", "must be >= 0")
@@ -179,7 +180,7 @@ class ValueConfig:
     lam: float = 0.0
     target_tau: float = 0.99
     weight: float = 1.0
-    head: Literal["twohot", "symlog", "mse"] = "twohot"
+    head: Literal["twohot", "symlog", "mse"] = "symlog"  # by return: benchmarks/heads.py
 
     def validate(self) -> None:
         check(self.num_heads >= 1, "num_heads", "must be >= 1")
@@ -390,7 +391,9 @@ class DreamerConfig:
     `rep_weight`) with `free_nats`; an actor and a critic trained in imagination over `horizon`
     steps on lambda-returns (`gamma`, `lam`) normalised by the EMA (`return_decay`) of their
     5-95 percentile range, with entropy bonus `entropy` and a slow critic (`slow_tau`,
-    regulariser weight `slow_weight`). Replayed windows: `batch_size` x `length` decisions.
+    regulariser weight `slow_weight`). Replayed windows: `batch_size` x `length` decisions;
+    imagination starts from `imagine_starts` of their posterior states drawn at random (None: all
+    of them, as DreamerV3 does; fewer trade gradient noise for speed on a CPU).
     `actor_grad`: `reinforce` (the published recipe) or `backprop` through the model."""
 
     deter: int = 512
@@ -416,6 +419,7 @@ class DreamerConfig:
     max_std: float = 1.0
     batch_size: int = 16
     length: int = 64
+    imagine_starts: int | None = None
     model_lr: float = 1e-4
     actor_lr: float = 3e-5
     critic_lr: float = 3e-5
@@ -427,6 +431,12 @@ class DreamerConfig:
             check(getattr(self, name) >= 1, name, "must be >= 1")
         check(self.classes >= 2, "classes", "must be >= 2")
         check(self.bins >= 2, "bins", "must be >= 2")
+        starts = self.batch_size * (self.length + 1)
+        check(
+            self.imagine_starts is None or 1 <= self.imagine_starts <= starts,
+            "imagine_starts",
+            f"must be in [1, batch_size * (length + 1) = {starts}]",
+        )
         check(self.activation in ACTIVATIONS, "activation", f"must be one of {sorted(ACTIVATIONS)}")
         check(0.0 <= self.unimix < 1.0, "unimix", "must be in [0, 1)")
         for name in ("free_nats", "dyn_weight", "rep_weight", "entropy", "slow_weight"):
@@ -438,6 +448,16 @@ class DreamerConfig:
         check(0.0 < self.min_std < self.max_std, "min_std", "need 0 < min_std < max_std")
         for name in ("model_lr", "actor_lr", "critic_lr", "model_clip", "actor_critic_clip"):
             check(getattr(self, name) > 0.0, name, "must be > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class BraxConfig:
+    """Brax's model-free agents (`agent.name: ppo | sac`, `ami.baselines.brax_mf`): `options` are
+    keyword arguments of Brax's train function over the adapter's defaults (checked by name when
+    the run starts). Budget, seed, episode length, action repeat and evaluation episodes come from
+    `online.env_steps`, `seed`, `env.*` and `eval.episodes`."""
+
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -459,6 +479,7 @@ class ExperimentConfig:
     online: OnlineConfig = dataclasses.field(default_factory=OnlineConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
+    brax: BraxConfig = dataclasses.field(default_factory=BraxConfig)
 
     def validate(self) -> None:
         check(
@@ -485,6 +506,7 @@ def load_experiment(path_or_mapping, overrides=()) -> ExperimentConfig:
 
 __all__ = [
     "AgentConfig",
+    "BraxConfig",
     "ConfigError",
     "CostConfig",
     "CriticConfig",

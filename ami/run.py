@@ -54,12 +54,13 @@ def make_env(cfg: ExperimentConfig, auto_reset: bool = True) -> envs.Env:
 
 def build(cfg: ExperimentConfig) -> tuple[ExperimentConfig, envs.Env, Agent]:
     """Resolves `cfg` for its env (the configurator) and builds the env and the agent of `agent.name`."""
+    make_agent = family.factory(cfg.agent.name)  # a family with its own loop has no agent to build
     env = make_env(cfg)
     goal = envs.is_goal_conditioned(env)
     task = Task(goal, env.action_size, int(env.episode_length), envs.action_repeat(env))
     cfg = resolve(cfg, task)
     obs_shape = (env.observation_size,) if isinstance(env.observation_size, int) else tuple(env.observation_size)
-    return cfg, env, family.factory(cfg.agent.name)(cfg, Spec(obs_shape, env.action_size, goal))
+    return cfg, env, make_agent(cfg, Spec(obs_shape, env.action_size, goal))
 
 
 def _check_replay(cfg: ExperimentConfig, env: envs.Env) -> None:
@@ -324,6 +325,9 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_c
     most that many chunks run in this call; if training is then unfinished the summary is
     `{"status": "unfinished", ...}` and nothing is evaluated.
     """
+    own_loop = family.trainer(cfg.agent.name)
+    if own_loop is not None:
+        return own_loop(cfg, Path(run_dir), quiet)
     start = time.perf_counter()
     cfg, env, agent = build(cfg)
     _check_replay(cfg, env)

@@ -130,7 +130,7 @@ def read_run(run_dir: Path) -> dict | None:
         "env_steps": summary["env_steps"],
         "updates": summary["updates"],
         "env_steps_per_s": round(summary["env_steps"] / total, 2),
-        "updates_per_s": round(summary["updates"] / total, 2),
+        "updates_per_s": round(summary["updates"] / total, 2) if summary.get("updates") is not None else None,
         "compile_s": round(compile_s, 1),
         "eval_s": round(eval_s, 1),
     }

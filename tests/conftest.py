@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import jax
 import pytest
+
+# XLA compilations are cached on disk for the session (and the next one on this machine): tests
+# that build the same programs again (a run and its resumed copy, one env in several tests) then
+# compile once. `AMI_TEST_JAX_CACHE` moves the folder; an empty value turns the cache off.
+_CACHE = os.environ.get("AMI_TEST_JAX_CACHE", str(Path(tempfile.gettempdir()) / f"ami-jax-cache-{os.getuid()}"))
+if _CACHE:
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 NATIVE = ("two_rooms", "point_mass", "pendulum")
 

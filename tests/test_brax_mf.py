@@ -192,3 +192,23 @@ def test_unknown_algorithm_raises_naming_the_known_ones(tmp_path):
         _train(tmp_path, "dqn")
     assert all(name in str(err.value) for name in ALGORITHMS)
     assert not (tmp_path / "run").exists()
+
+
+def test_ami_train_runs_a_brax_agent_from_a_config(tmp_path):
+    """`agent.name: sac` through `ami.run.train`: the adapter gets the budget, seed, env settings and
+    evaluation episodes of the config and writes the run directory with the resolved config; the
+    family has no init / act / update to build."""
+    from ami import run
+    from ami.config import load_experiment
+
+    options = {k: v for k, v in SAC_SMALL.items() if k != "network_factory"}
+    cfg = load_experiment(
+        {"env": {"name": ENV, "episode_length": EPISODE}, "agent": {"name": "sac"}, "brax": {"options": options}},
+        ["online.env_steps=800", f"eval.episodes={EVAL_EPISODES}", "seed=3"],
+    )
+    summary = run.train(cfg, tmp_path / "sac", quiet=True)
+    assert (summary["algorithm"], summary["seed"], summary["episode_length"]) == ("sac", 3, EPISODE)
+    assert summary["env_steps"] >= 800 and summary["eval_episodes"] == EVAL_EPISODES
+    assert load_experiment(tmp_path / "sac" / "config.yaml") == cfg
+    with pytest.raises(ValueError, match="trains with its own loop"):
+        run.build(cfg)

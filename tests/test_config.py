@@ -155,3 +155,12 @@ def test_cli_takes_overrides_before_or_after_the_run_dir(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", str(QUICKSTART), "--run-dir", str(tmp_path / "r"), "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(QUICKSTART.parent.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_experiment_loads(path):
+    """Each experiment file validates (sections, keys, ranges) and names a known agent family."""
+    from ami import family
+
+    cfg = load_experiment(path)
+    assert cfg.agent.name in family.names()

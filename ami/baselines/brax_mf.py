@@ -362,6 +362,7 @@ def train_brax(
     options: Mapping[str, Any] | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
     quiet: bool = False,
+    eval_seed: int = EVAL_KEY,
 ) -> dict:
     """Trains Brax's `algorithm` (`"ppo"` or `"sac"`) on `envs.make(env_name, ...)`; writes `run_dir`.
 
@@ -380,6 +381,7 @@ def train_brax(
         (`_DEFAULTS`, from MuJoCo Playground's DMC settings); see `accepted_options`.
       env_kwargs: passed to `envs.make`.
       quiet: print nothing.
+      eval_seed: the key of the final evaluation's episodes (`ami`'s `eval.seed`).
 
     `metrics.jsonl` has one line per Brax progress callback, `{"wall_time_s", "phase": "eval",
     "env_steps", "return", "return_std", "episode_length"}` (Brax's evaluation; `phase: "train"`
@@ -481,7 +483,7 @@ def train_brax(
     def random_returns(key):
         return episode_returns(eval_env, uniform_actions(eval_env.action_size), key, eval_episodes, episode_length)
 
-    key = jax.random.key(EVAL_KEY)
+    key = jax.random.key(eval_seed)
     results = {
         "learned": _stats(jax.jit(learned_returns)(params, key)),
         "random": _stats(jax.jit(random_returns)(key)),
@@ -508,3 +510,33 @@ def train_brax(
         f"(random {summary['random_return']:.1f}) after {steps_taken} env steps, {summary['wall_time_s']:.0f} s"
     )
     return summary
+
+
+def train_from_config(cfg: Any, run_dir: Path, quiet: bool = False) -> dict:
+    """`ami train` for `agent.name: ppo | sac`: `train_brax` with the budget `online.env_steps`, the
+    run's `seed`, `env.*` (episode length and action repeat: the env's defaults when unset),
+    `eval.episodes` and `eval.seed`, and `brax.options`; the config goes to `run_dir/config.yaml`.
+
+    Brax's trainers keep their state to themselves: a stopped run starts again from scratch."""
+    from ami import configlib
+
+    e = cfg.env
+    probe = envs.make(e.name, episode_length=e.episode_length, action_repeat=e.action_repeat, **e.kwargs)
+    episode_length, action_repeat = int(probe.episode_length), envs.action_repeat(probe)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    configlib.dump(cfg, run_dir / "config.yaml")
+    return train_brax(
+        cfg.agent.name,
+        e.name,
+        run_dir,
+        env_steps=cfg.online.env_steps,
+        seed=cfg.seed,
+        episode_length=episode_length,
+        action_repeat=action_repeat,
+        eval_episodes=cfg.eval.episodes,
+        options=cfg.brax.options,
+        env_kwargs=e.kwargs,
+        quiet=quiet,
+        eval_seed=cfg.eval.seed,
+    )

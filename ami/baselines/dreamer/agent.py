@@ -209,7 +209,13 @@ def imagine(nets: Nets, d: config.DreamerConfig, model: Params, actor: Params, s
 def actor_loss(nets: Nets, d: config.DreamerConfig, learner: DreamerLearner, model, start: RState, key, actor):
     """`(loss, (imagined features [H+1, N, F], returns [H, N], weights [H, N], new scale, metrics))`."""
     sg = jax.lax.stop_gradient
-    feats, raws, dists = imagine(nets, d, model, actor, start, key)
+    reinforce = d.actor_grad == "reinforce"
+    # REINFORCE needs no gradient through the imagined path: roll out with fixed actor parameters,
+    # then score the sampled actions under the actor's distributions at the (fixed) states
+    feats, raws, dists = imagine(nets, d, model, sg(actor) if reinforce else actor, start, key)
+    if reinforce:
+        feats, raws = sg(feats), sg(raws)
+        dists = obj.bounded_normal(nets.actor.apply(actor, feats[:-1]), d.min_std, d.max_std)
     rewards = nets.head.value(nets.reward.apply(model["reward"], feats[1:]))  # [H, N]
     conts = jax.nn.sigmoid(nets.cont.apply(model["cont"], feats[1:])[..., 0])
     values = nets.head.value(nets.critic.apply(learner.params.critic, feats))  # [H+1, N]
@@ -217,11 +223,7 @@ def actor_loss(nets: Nets, d: config.DreamerConfig, learner: DreamerLearner, mod
     weights = sg(jnp.cumprod(jnp.concatenate([jnp.ones_like(conts[:1]), conts[:-1]], 0), axis=0))
     scale_state, scale = obj.update_return_scale(learner.scale, returns, d.return_decay)
     ent = obj.entropy(dists)
-    if d.actor_grad == "reinforce":
-        adv = sg((returns - values[:-1]) / scale)
-        objective = adv * obj.log_prob(dists, sg(raws))
-    else:
-        objective = returns / scale
+    objective = sg((returns - values[:-1]) / scale) * obj.log_prob(dists, raws) if reinforce else returns / scale
     loss = -jnp.mean(weights * (objective + d.entropy * ent))
     metrics = {
         "actor_loss": loss,
@@ -256,6 +258,10 @@ def update(nets: Nets, d: config.DreamerConfig, state: DreamerState, batch: Wind
     model = optax.apply_updates(p.model, updates)
     metrics["model_grad_norm"] = optax.global_norm(grads)
     start = jax.tree.map(lambda x: jax.lax.stop_gradient(x.reshape(-1, *x.shape[2:])), states)  # [T B]
+    if d.imagine_starts is not None:
+        key, k_starts = jax.random.split(key)
+        pick = jax.random.permutation(k_starts, start.deter.shape[0])[: d.imagine_starts]
+        start = jax.tree.map(lambda x: x[pick], start)
     fixed = jax.lax.stop_gradient(model)
     (_, (feats, returns, weights, scale, a_metrics)), a_grads = jax.value_and_grad(
         partial(actor_loss, nets, d, learner, fixed, start, k_imagine), has_aux=True
