@@ -38,6 +38,9 @@ Reward tasks (no goal; the env's reward is the score):
   actor) on reward tasks, on the planner's energy of its rollouts on goal tasks; its
   proposals: half the gradient planner's restarts, a sixteenth of a sampling planner's
   population.
+
+The Dreamer-style baseline (`dreamer.*`): imagination starts from every posterior state of
+the batch (`imagine_starts = batch_size * (length + 1)`) unless set.
 """
 
 from __future__ import annotations
@@ -126,8 +129,19 @@ def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
     if online.enabled:
         steps = math.ceil(online.env_steps / (task.action_repeat * cfg.data.num_envs))
     data = _fill(cfg.data, steps_per_env=max(steps, 2))
+    d = cfg.dreamer
+    dreamer = _fill(d, imagine_starts=d.batch_size * (d.length + 1))
     out = dataclasses.replace(
-        cfg, planner=planner, cost=cost, env=env, value=value, policy=policy, online=online, eval=evaluation, data=data
+        cfg,
+        planner=planner,
+        cost=cost,
+        env=env,
+        value=value,
+        policy=policy,
+        online=online,
+        eval=evaluation,
+        data=data,
+        dreamer=dreamer,
     )
     _check_resolved(out, task)
     return out

@@ -163,6 +163,7 @@ def test_the_dreamer_agent_refuses_the_true_dynamics_controller_and_goal_envs():
 
 def test_a_tiny_dreamer_run_trains_and_a_killed_run_resumes_bit_for_bit(tmp_path):
     cfg = pendulum(
+        "env.episode_length=50",
         "data.num_envs=2",
         "online.seed_steps=100",
         "online.chunk=50",

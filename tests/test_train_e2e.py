@@ -206,8 +206,8 @@ def test_a_killed_run_resumes_exactly_where_it_stopped(tmp_path):
     train_b = [line for line in read_metrics(sliced_dir) if line["phase"] == "train"]
     strip = lambda line: {k: v for k, v in line.items() if k != "wall_time_s"}  # noqa: E731
     assert [strip(x) for x in train_a] == [strip(x) for x in train_b]
-    other = load_experiment(QUICKSTART, [*overrides[:-1], "eval.episodes=9"])
-    with pytest.raises(configlib.ConfigError, match=r"eval\.episodes: 8 -> 9"):
+    other = load_experiment(QUICKSTART, [*overrides, "train.updates=400"])
+    with pytest.raises(configlib.ConfigError, match=r"train\.updates: 300 -> 400"):
         run.train(other, sliced_dir, quiet=True)
 
 

@@ -258,7 +258,7 @@ def update(nets: Nets, d: config.DreamerConfig, state: DreamerState, batch: Wind
     model = optax.apply_updates(p.model, updates)
     metrics["model_grad_norm"] = optax.global_norm(grads)
     start = jax.tree.map(lambda x: jax.lax.stop_gradient(x.reshape(-1, *x.shape[2:])), states)  # [T B]
-    if d.imagine_starts is not None:
+    if d.imagine_starts is not None and d.imagine_starts < start.deter.shape[0]:
         key, k_starts = jax.random.split(key)
         pick = jax.random.permutation(k_starts, start.deter.shape[0])[: d.imagine_starts]
         start = jax.tree.map(lambda x: x[pick], start)
