@@ -14,15 +14,12 @@ evaluation and compilation, which `benchmarks/dmc.py` reports per run).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
-from importlib import metadata
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from record import write_json
 
 from ami import online, replay
 from ami.config import load_experiment
@@ -115,14 +112,8 @@ def main() -> None:
     record = {
         "rows": rows,
         "args": vars(args),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": jax.device_count()},
-        "versions": {p: metadata.version(p) for p in ("jax", "flax", "optax")},
-        "numpy": np.__version__,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from record import machine
 
 PROTOCOL = (
     "action repeat 2, 1000 control steps per episode (500 decisions), env steps = control steps; "
@@ -220,17 +218,6 @@ def plot(results: dict, path: Path, wallclock: bool = False) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def machine() -> dict:
-    """The machine and the versions that produced the numbers."""
-    versions = {}
-    for name in ("jax", "jaxlib", "mujoco", "mujoco-mjx", "playground"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), **versions}
 
 
 def main() -> None:

@@ -15,14 +15,12 @@ seconds and milliseconds per batched decision (all episodes act together). Write
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 
 import jax
+from record import write_json
 
 from ami import actor, configlib
 from ami.config import ExperimentConfig
@@ -112,13 +110,8 @@ def main() -> None:
         "trained_with": trained_with,
         "overrides": args.set,
         "rows": rows,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": jax.device_count()},
-        "versions": {p: metadata.version(p) for p in ("jax", "flax", "mujoco", "mujoco-mjx")},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
-import jax
 import numpy as np
+from record import write_json
 
 from ami.config import load_experiment
 from ami.run import train
@@ -126,13 +124,8 @@ def main() -> None:
         "recipe": [*RECIPE, *args.set],
         "rows": rows,
         "runs": runs,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": jax.device_count()},
-        "versions": {p: metadata.version(p) for p in ("jax", "flax", "optax")},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, record)
 
 
 if __name__ == "__main__":
