@@ -349,6 +349,37 @@ def _scalar(value: Any) -> float | None:
     return float(arr) if arr.ndim == 0 and np.issubdtype(arr.dtype, np.number) else None
 
 
+def _progress_record(step: int, metrics: Mapping[str, Any], action_repeat: int) -> dict[str, Any]:
+    """One `metrics.jsonl` row from a Brax progress callback: `phase: eval` with the evaluation's
+    return, else `phase: train` with its scalars (`episode/` rows count decisions: scaled to env steps)."""
+    scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
+    if any(name.startswith("episode/") for name in metrics):  # Brax's EpisodeMetricsLogger
+        return {"phase": "train", "env_steps": step * action_repeat, **scalars}
+    if "eval/episode_reward" not in metrics:
+        return {"phase": "train", "env_steps": step, **scalars}
+    record = {"phase": "eval", "env_steps": step, "return": _scalar(metrics["eval/episode_reward"])}
+    if "eval/episode_reward_std" in metrics:
+        record["return_std"] = _scalar(metrics["eval/episode_reward_std"])
+    if "eval/avg_episode_length" in metrics:
+        record["episode_length"] = _scalar(metrics["eval/avg_episode_length"])
+    return record
+
+
+def _final_returns(make_policy, params, eval_env: Env, episodes: int, length: int, seed: int) -> dict:
+    """`{"learned": stats, "random": stats}` on the same `episodes` episodes from `jax.random.key(seed)`:
+    Brax's deterministic policy and uniform actions in [-1, 1]."""
+
+    def learned_returns(params, key):
+        policy = make_policy(params, deterministic=True)  # (obs, key) -> (actions, extras)
+        return episode_returns(eval_env, lambda obs, k: policy(obs, k)[0], key, episodes, length)
+
+    def random_returns(key):
+        return episode_returns(eval_env, uniform_actions(eval_env.action_size), key, episodes, length)
+
+    key = jax.random.key(seed)
+    return {"learned": _stats(jax.jit(learned_returns)(params, key)), "random": _stats(jax.jit(random_returns)(key))}
+
+
 def train_brax(
     algorithm: str,
     env_name: str,
@@ -433,24 +464,12 @@ def train_brax(
     reported: list[int] = []
 
     def progress(step: int, metrics: Mapping[str, Any]) -> None:
-        if any(name.startswith("episode/") for name in metrics):
-            # Brax's EpisodeMetricsLogger (`log_training_metrics`) counts decisions.
-            scalars = {k: _scalar(v) for k, v in metrics.items()}
-            record = {"phase": "train", "env_steps": int(step) * action_repeat}
-            log({**record, **{k: v for k, v in scalars.items() if v is not None}})
-            return
-        step = int(step)
-        reported.append(step)
-        if "eval/episode_reward" not in metrics:
-            scalars = {k: _scalar(v) for k, v in metrics.items()}
-            log({"phase": "train", "env_steps": step, **{k: v for k, v in scalars.items() if v is not None}})
-            return
-        record = {"phase": "eval", "env_steps": step, "return": _scalar(metrics["eval/episode_reward"])}
-        if "eval/episode_reward_std" in metrics:
-            record["return_std"] = _scalar(metrics["eval/episode_reward_std"])
-        if "eval/avg_episode_length" in metrics:
-            record["episode_length"] = _scalar(metrics["eval/avg_episode_length"])
+        record = _progress_record(int(step), metrics, action_repeat)
         log(record)
+        if not any(name.startswith("episode/") for name in metrics):
+            reported.append(int(step))
+        if record["phase"] != "eval":
+            return
         std = f" ± {record['return_std']:.1f}" if "return_std" in record else ""
         say(
             f"brax {algorithm} {env_name}: {step}/{planned_steps} env steps, "
@@ -475,19 +494,7 @@ def train_brax(
             **kw,
         )
     steps_taken = reported[-1] if reported else planned_steps
-
-    def learned_returns(params, key):
-        policy = make_policy(params, deterministic=True)  # (obs, key) -> (actions, extras)
-        return episode_returns(eval_env, lambda obs, k: policy(obs, k)[0], key, eval_episodes, episode_length)
-
-    def random_returns(key):
-        return episode_returns(eval_env, uniform_actions(eval_env.action_size), key, eval_episodes, episode_length)
-
-    key = jax.random.key(eval_seed)
-    results = {
-        "learned": _stats(jax.jit(learned_returns)(params, key)),
-        "random": _stats(jax.jit(random_returns)(key)),
-    }
+    results = _final_returns(make_policy, params, eval_env, eval_episodes, episode_length, eval_seed)
     summary = {
         "mean_return": results["learned"]["return"],
         "random_return": results["random"]["return"],
