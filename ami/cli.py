@@ -72,13 +72,21 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import shlex
+
     from ami.config import load_experiment
+    from ami.preemption import PreemptedError
     from ami.run import train
 
     cfg = load_experiment(args.config, args.overrides)
     run_dir = args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{_stem(args.config)}"
     print(f"ami train: run directory {run_dir}", flush=True)
-    summary = train(cfg, run_dir)
+    try:
+        summary = train(cfg, run_dir)
+    except PreemptedError as stopped:
+        again = shlex.join(["ami", "train", args.config, "--run-dir", str(run_dir), *args.overrides])
+        print(f"ami train: stopped by {stopped}; continue with: {again}", flush=True)
+        return 0
     print(json.dumps({k: v for k, v in summary.items() if k != "controllers"}, indent=2))
     return 0
 
@@ -90,7 +98,8 @@ def _stem(path: str) -> str:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ami.run import evaluate_run, load_run
+    from ami.replan import load_run
+    from ami.run import evaluate_run
 
     cfg, agent, state = load_run(args.run_dir, args.overrides)
     results = evaluate_run(cfg, agent, state, cfg.eval.controllers if args.all else ("learned",))

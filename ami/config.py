@@ -73,7 +73,7 @@ class PerceptionConfig:
     """The encoder: an MLP of widths `hidden` for vector observations, a CNN of stride-2
     convolutions with `channels` for images; `fourier_features > 0` adds random Fourier
     features of vector observations; `normalize` standardises them with the mean and std of
-    the collected data."""
+    the collected data (online: of the seed steps' transitions, fixed from then on)."""
 
     latent_size: int = 16
     hidden: tuple[int, ...] = (128, 128)

@@ -167,9 +167,9 @@ def _check_resolved(cfg: ExperimentConfig, task: Task) -> None:
         check(not task.goal_conditioned, "policy.objective", "'value' maximises the reward task's Q: use 'energy'")
     if cfg.online.enabled:
         check(
-            not cfg.perception.normalize,
+            not cfg.perception.normalize or cfg.online.seed_steps > 0,
             "perception.normalize",
-            "standardises with statistics of offline data; online learning has none up front",
+            "online, the statistics are those of the seed steps: needs online.seed_steps > 0",
         )
     steps = cfg.data.steps_per_env
     check(

@@ -8,6 +8,9 @@ decision is
     envs step (auto-reset)  ->  the transition goes into the replay buffer
     U = round(updates_per_step * num_envs) updates, each on agent.sample(replay)  (after the seed steps)
 
+and at the decision that ends the seed steps, before the first update, `agent.prepare` sees the
+seed transitions (an encoder that standardises observations takes their statistics there)
+
 so the host loop only evaluates, logs and checkpoints between chunks. Everything the loop
 carries is in `Online` (agent state with its memories, env states, replay with its write
 head, episode returns, counters), so a checkpoint of it continues bit for bit: chunk `i`
@@ -97,6 +100,11 @@ def make_chunk(agent, env: envs.Env, s: Settings):
     """
     goal_task = agent.spec.goal_conditioned
     per_decision = s.num_envs * s.action_repeat
+    seeded = min(-(-s.seed_steps // per_decision), s.capacity)  # decisions stored when the seed steps end
+
+    def prepare(agent_state, buffer: replay.ReplayState):
+        seed = jax.tree.map(lambda x: x[:, :seeded], buffer.data)
+        return agent.prepare(agent_state, replay.ReplayState(seed, jnp.int32(seeded % s.capacity), jnp.int32(seeded)))
 
     def decide(o: Online, key):
         k_act, k_noise = jax.random.split(key)
@@ -116,6 +124,9 @@ def make_chunk(agent, env: envs.Env, s: Settings):
         buffer = replay.add(o.replay, jax.tree.map(lambda x: x[None], tr))
         env_steps = o.env_steps + per_decision
         learn = (env_steps >= s.seed_steps) & (s.updates > 0)
+        if seeded:
+            just_seeded = (o.env_steps < s.seed_steps) & (env_steps >= s.seed_steps)
+            agent_state = jax.lax.cond(just_seeded, prepare, lambda a, b: a, agent_state, buffer)
         blank = jax.tree.map(
             jnp.zeros_like,
             jax.eval_shape(lambda a, b, k: _updates(agent, 1, a, b, k)[1], agent_state, buffer, k_update),

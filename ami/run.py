@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,23 +25,9 @@ from ami.agent import Agent, Spec
 from ami.config import ExperimentConfig
 from ami.configurator import Task, resolve
 from ami.evaluate import CONTROLLERS, evaluate, make_evaluator
+from ami.preemption import PreemptedError, StopRequests
+from ami.progress import Progress
 from ami.train import collect, make_train_chunk, to_replay
-
-
-class Progress:
-    """Prints `phase: done/total (rate/s, ETA) extra` lines and appends JSON lines to `metrics.jsonl`."""
-
-    def __init__(self, run_dir: Path, quiet: bool = False):
-        self.path, self.quiet, self.start = run_dir / "metrics.jsonl", quiet, time.perf_counter()
-
-    def log(self, record: dict[str, Any]) -> None:
-        record = {"wall_time_s": round(time.perf_counter() - self.start, 2), **record}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def say(self, text: str) -> None:
-        if not self.quiet:
-            print(text, flush=True)
 
 
 def make_env(cfg: ExperimentConfig, auto_reset: bool = True) -> envs.Env:
@@ -101,7 +86,7 @@ def _keys(cfg: ExperimentConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
     return k_data, k_init, k_train
 
 
-def _offline_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> Training:
+def offline_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> Training:
     """The abstract offline checkpoint of a run (shapes and dtypes; nothing is collected)."""
     k_data, k_init, _ = _keys(cfg)
     return jax.eval_shape(
@@ -109,22 +94,47 @@ def _offline_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> Train
     )
 
 
-def _online_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> online.Online:
+def online_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> online.Online:
     s = online.settings(cfg, envs.action_repeat(env))
     return jax.eval_shape(lambda k: online.init(agent, env, s, k), _keys(cfg)[1])
 
 
-def _restore(run_dir: Path, target: Any, progress: Progress) -> Any:
+def _resume(run_dir: Path, target: Any, progress: Progress, counter: str) -> Any | None:
+    """The newest readable checkpoint of `run_dir` (None when it has none: a fresh start, and
+    the rows of a process killed before its first save are dropped). Rows logged after the
+    checkpoint's `counter` (by a process killed later) are dropped."""
+    if checkpoint.latest_step(run_dir / "checkpoints") is None:
+        progress.reset()
+        return None
     saved, _ = checkpoint.restore(run_dir / "checkpoints", target=target, fallback=True)
+    value = int(getattr(saved, counter))
+    dropped = progress.rewind(counter, value)
+    progress.say(f"resume: from {counter.replace('_', ' ')} {value} of {run_dir / 'checkpoints'}")
+    progress.log({"phase": "resume", counter: value, "rows_dropped": dropped})
     return saved
+
+
+def _stop(stop: StopRequests, writer: checkpoint.Writer, saved: bool, step: int, state: Any, cfg, progress) -> None:
+    """After a chunk: when a stop was requested, saves step `step` (unless just saved), waits
+    for the write and raises `PreemptedError`."""
+    if not stop.requested:
+        return
+    if not saved:
+        writer.save(step, state, {"config": configlib.to_dict(cfg)})
+    writer.wait()
+    counter = "env_steps" if cfg.online.enabled else "updates"
+    progress.log({"phase": "preempted", counter: step, "signal": stop.signal})
+    raise PreemptedError(f"{stop.signal}: saved at {counter.replace('_', ' ')} {step} in {writer.directory}")
+
+
+def _writer(run_dir: Path) -> checkpoint.Writer:
+    return checkpoint.Writer(run_dir / "checkpoints", max_to_keep=2, asynchronous=True)
 
 
 def _start(cfg, env, agent, run_dir: Path, progress: Progress) -> Training:
     """A fresh start (collect the data, init the agent) or the newest checkpoint of `run_dir`."""
-    if checkpoint.latest_step(run_dir / "checkpoints") is not None:
-        saved = _restore(run_dir, _offline_target(cfg, env, agent), progress)
-        progress.say(f"resume: from update {int(saved.updates)} of {run_dir / 'checkpoints'}")
-        progress.log({"phase": "resume", "updates": int(saved.updates)})
+    saved = _resume(run_dir, offline_target(cfg, env, agent), progress, "updates")
+    if saved is not None:
         return saved
     k_data, k_init, _ = _keys(cfg)
     t0 = time.perf_counter()
@@ -152,15 +162,23 @@ def _say_metrics(metrics: dict) -> str:
 
 
 def train_model(
-    cfg: ExperimentConfig, env: envs.Env, agent: Agent, run_dir: Path, progress: Progress, max_chunks: int | None = None
+    cfg: ExperimentConfig,
+    env: envs.Env,
+    agent: Agent,
+    run_dir: Path,
+    progress: Progress,
+    max_chunks: int | None = None,
+    stop: StopRequests | None = None,
 ) -> Training:
     """Collects the offline data (or resumes from `run_dir/checkpoints`) and trains.
 
     Chunk `i` always uses the key `fold_in(k_train, i)`, so a resumed run continues exactly
     as if it had never stopped. Checkpoints every `train.checkpoint_every` updates and at the
-    end. `max_chunks` stops after that many chunks in this call (a time-sliced job).
+    end (written in the background while training goes on). `max_chunks` stops after that many
+    chunks in this call (a time-sliced job, saved where it stops); a request on `stop` after the
+    chunk in flight.
     """
-    t = cfg.train
+    t, stop = cfg.train, stop or StopRequests()
     training = _start(cfg, env, agent, run_dir, progress)
     state, buffer = training.agent, training.replay
     chunk = make_train_chunk(agent, t.chunk)
@@ -169,42 +187,48 @@ def train_model(
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
     k_train = _keys(cfg)[2]
     t0 = time.perf_counter()
-    for i in range(first, last):
-        state, metrics = chunk(state, buffer, jax.random.fold_in(k_train, i))
-        metrics = {k: float(v) for k, v in metrics.items()}
-        done = (i + 1) * t.chunk
-        if done % t.checkpoint_every == 0 or i + 1 == num_chunks:
-            meta = {"config": configlib.to_dict(cfg)}
-            saved = Training(state, buffer, jnp.asarray(done, jnp.int32))
-            checkpoint.save(run_dir / "checkpoints", done, saved, meta, max_to_keep=2)
-        rate = (i + 1 - first) * t.chunk / (time.perf_counter() - t0)
-        progress.log({"phase": "train", "updates": done, **metrics})
-        progress.say(
-            f"train: {done}/{t.updates} updates ({rate:.0f}/s, ETA {(t.updates - done) / rate:.0f} s) "
-            + _say_metrics(metrics)
-        )
+    with _writer(run_dir) as writer:
+        for i in range(first, last):
+            state, metrics = chunk(state, buffer, jax.random.fold_in(k_train, i))
+            metrics = {k: float(v) for k, v in metrics.items()}
+            done = (i + 1) * t.chunk
+            rate = (i + 1 - first) * t.chunk / (time.perf_counter() - t0)
+            progress.log({"phase": "train", "updates": done, **metrics})  # before the save: see ami.progress
+            progress.say(
+                f"train: {done}/{t.updates} updates ({rate:.0f}/s, ETA {(t.updates - done) / rate:.0f} s) "
+                + _say_metrics(metrics)
+            )
+            training = Training(state, buffer, jnp.asarray(done, jnp.int32))
+            save = done % t.checkpoint_every == 0 or i + 1 == last  # the end of this call too
+            if save:
+                writer.save(done, training, {"config": configlib.to_dict(cfg)})
+            _stop(stop, writer, save, done, training, cfg, progress)
     return Training(state, buffer, jnp.asarray(last * t.chunk, jnp.int32))
 
 
 def train_online(
-    cfg: ExperimentConfig, env: envs.Env, agent: Agent, run_dir: Path, progress: Progress, max_chunks: int | None = None
+    cfg: ExperimentConfig,
+    env: envs.Env,
+    agent: Agent,
+    run_dir: Path,
+    progress: Progress,
+    max_chunks: int | None = None,
+    stop: StopRequests | None = None,
 ) -> tuple[online.Online, dict | None]:
     """Online learning (`ami.online`) for `online.env_steps`, evaluating every `online.eval_every`
     env steps on the fixed evaluation episodes and checkpointing every `online.checkpoint_every`
-    (and at the end); a run directory with checkpoints is resumed from the newest one.
+    (and at the end, in the background); a run directory with checkpoints is resumed from the
+    newest one. A request on `stop` saves after the chunk in flight and raises `PreemptedError`.
 
     Returns the loop's state and the learned controller's evaluation after the last chunk when
     this call ran it (the run's final evaluation of that controller), else None."""
-    o, repeat = cfg.online, envs.action_repeat(env)
+    o, repeat, stop = cfg.online, envs.action_repeat(env), stop or StopRequests()
     s = online.settings(cfg, repeat)
     per_chunk = s.chunk * s.num_envs * repeat
     num_chunks = -(-o.env_steps // per_chunk)
     _, k_init, k_train = _keys(cfg)
-    if checkpoint.latest_step(run_dir / "checkpoints") is not None:
-        state = _restore(run_dir, _online_target(cfg, env, agent), progress)
-        progress.say(f"resume: from env step {int(state.env_steps)} of {run_dir / 'checkpoints'}")
-        progress.log({"phase": "resume", "env_steps": int(state.env_steps)})
-    else:
+    state = _resume(run_dir, online_target(cfg, env, agent), progress, "env_steps")
+    if state is None:
         state = jax.jit(lambda k: online.init(agent, env, s, k))(k_init)
     chunk = online.make_chunk(agent, env, s)
     evaluator = make_evaluator(
@@ -218,36 +242,39 @@ def train_online(
     first = int(state.env_steps) // per_chunk
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
     t0, final = time.perf_counter(), None
-    for i in range(first, last):
-        state, stats = chunk(state, jax.random.fold_in(k_train, i))
-        if getattr(env, "check_finite", False):
-            online.raise_if_nonfinite(stats["finite"], cfg.env.name)
-        steps = (i + 1) * per_chunk
-        record = {
-            "phase": "online",
-            "env_steps": steps,
-            "updates": int(state.updates),
-            **{k: float(v) for k, v in stats["metrics"].items()},
-        }  # waits for the chunk
-        elapsed = time.perf_counter() - t0
-        count = int(stats["return_count"])
-        if count:
-            record["train_return"] = float(stats["return_sum"]) / count
-        progress.log(record)
-        rate = (i + 1 - first) * per_chunk / elapsed
-        progress.say(
-            f"online: {steps}/{o.env_steps} env steps ({rate:.0f}/s, ETA {(o.env_steps - steps) / rate:.0f} s)"
-            + (f" return {record['train_return']:.1f}" if count else "")
-            + " "
-            + _say_metrics(record)
-        )
-        if _crossed(steps, per_chunk, o.eval_every) or i + 1 == num_chunks:
-            result = evaluator(state.agent, jax.random.key(cfg.eval.seed))["learned"]
-            progress.log({"phase": "eval", "env_steps": steps, "wall_time_train_s": round(elapsed, 1), **result})
-            progress.say(f"eval: {steps} env steps: return {result['return']:.1f} +- {result['return_std']:.1f}")
-            final = result if i + 1 == num_chunks else None
-        if _crossed(steps, per_chunk, o.checkpoint_every) or i + 1 == num_chunks:
-            checkpoint.save(run_dir / "checkpoints", steps, state, {"config": configlib.to_dict(cfg)}, max_to_keep=2)
+    with _writer(run_dir) as writer:
+        for i in range(first, last):
+            state, stats = chunk(state, jax.random.fold_in(k_train, i))
+            if getattr(env, "check_finite", False):
+                online.raise_if_nonfinite(stats["finite"], cfg.env.name)
+            steps = (i + 1) * per_chunk
+            record = {
+                "phase": "online",
+                "env_steps": steps,
+                "updates": int(state.updates),
+                **{k: float(v) for k, v in stats["metrics"].items()},
+            }  # waits for the chunk
+            elapsed = time.perf_counter() - t0
+            count = int(stats["return_count"])
+            if count:
+                record["train_return"] = float(stats["return_sum"]) / count
+            progress.log(record)
+            rate = (i + 1 - first) * per_chunk / elapsed
+            progress.say(
+                f"online: {steps}/{o.env_steps} env steps ({rate:.0f}/s, ETA {(o.env_steps - steps) / rate:.0f} s)"
+                + (f" return {record['train_return']:.1f}" if count else "")
+                + " "
+                + _say_metrics(record)
+            )
+            if _crossed(steps, per_chunk, o.eval_every) or i + 1 == num_chunks:
+                result = evaluator(state.agent, jax.random.key(cfg.eval.seed))["learned"]
+                progress.log({"phase": "eval", "env_steps": steps, "wall_time_train_s": round(elapsed, 1), **result})
+                progress.say(f"eval: {steps} env steps: return {result['return']:.1f} +- {result['return_std']:.1f}")
+                final = result if i + 1 == num_chunks else None
+            save = _crossed(steps, per_chunk, o.checkpoint_every) or i + 1 == last  # the end of this call too
+            if save:
+                writer.save(steps, state, {"config": configlib.to_dict(cfg)})
+            _stop(stop, writer, save, steps, state, cfg, progress)
     return state, final
 
 
@@ -323,7 +350,8 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_c
     way a run directory that already holds checkpoints of the same config is resumed from the
     newest one (a killed run continues where it stopped, bit for bit). With `max_chunks`, at
     most that many chunks run in this call; if training is then unfinished the summary is
-    `{"status": "unfinished", ...}` and nothing is evaluated.
+    `{"status": "unfinished", ...}` and nothing is evaluated. SIGTERM or Ctrl-C during training
+    saves after the chunk in flight and raises `ami.preemption.PreemptedError`.
     """
     own_loop = family.trainer(cfg.agent.name)
     if own_loop is not None:
@@ -336,14 +364,19 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_c
     run_dir.mkdir(parents=True, exist_ok=True)
     configlib.dump(cfg, run_dir / "config.yaml")
     progress = Progress(run_dir, quiet)
+    with StopRequests() as stop:
+        return _train_and_evaluate(cfg, env, agent, run_dir, progress, max_chunks, stop, start)
+
+
+def _train_and_evaluate(cfg, env, agent, run_dir: Path, progress: Progress, max_chunks, stop, start: float) -> dict:
     if cfg.online.enabled:
-        loop, final = train_online(cfg, env, agent, run_dir, progress, max_chunks)
+        loop, final = train_online(cfg, env, agent, run_dir, progress, max_chunks, stop)
         state, env_steps, updates = loop.agent, int(loop.env_steps), int(loop.updates)
         if env_steps < cfg.online.env_steps:  # the last chunk ends at or past env_steps
             return {"status": "unfinished", "env_steps": env_steps}
     else:
         final = None
-        training = train_model(cfg, env, agent, run_dir, progress, max_chunks)
+        training = train_model(cfg, env, agent, run_dir, progress, max_chunks, stop)
         state, updates = training.agent, int(training.updates)
         env_steps = cfg.data.num_envs * cfg.data.steps_per_env
         if updates < cfg.train.updates:
@@ -363,54 +396,3 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_c
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     progress.log({"phase": "summary", **{k: v for k, v in summary.items() if k != "controllers"}})
     return summary
-
-
-# Sections a finished run can be re-planned with (none of them changes a trained parameter).
-REPLAN_SECTIONS = ("planner", "cost", "eval")
-# The planner's search settings the configurator chooses again when the planner or budget changes.
-SEARCH_KEYS = ("iterations", "restarts", "population", "learning_rate", "options")
-
-
-def replan_config(saved: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
-    """`saved` (a run's resolved config) with `overrides` of its planning sections only.
-
-    A key outside `REPLAN_SECTIONS` raises `ConfigError` (it would change what was trained).
-    When `planner.name` or `eval.budget` is overridden, the saved search settings not
-    themselves overridden are cleared so the configurator chooses them for the new planner
-    and budget; the horizon and re-planning interval are kept.
-    """
-    overrides = list(overrides)
-    keys = [configlib.parse_override(text)[0] for text in overrides]
-    for key in keys:
-        section = key.split(".")[0]
-        if section not in REPLAN_SECTIONS:
-            raise configlib.ConfigError(
-                f"a finished run is re-planned with {', '.join(s + '.*' for s in REPLAN_SECTIONS)} only; "
-                f"{section}.* is part of what was trained (train a new run)",
-                key,
-            )
-    if saved.policy.enabled and "planner.horizon" in keys:
-        raise configlib.ConfigError("the run's policy was trained for the saved horizon", "planner.horizon")
-    data = configlib.to_dict(saved)
-    if {"planner.name", "eval.budget"} & set(keys):
-        for name in SEARCH_KEYS:
-            if not any(k == f"planner.{name}" or k.startswith(f"planner.{name}.") for k in keys):
-                data["planner"].pop(name, None)
-    return configlib.load(ExperimentConfig, data, overrides)
-
-
-def load_run(run_dir: str | Path, overrides: Iterable[str] = ()) -> tuple[ExperimentConfig, Agent, Any]:
-    """The config, agent and trained agent state of a run (from its newest readable checkpoint).
-
-    `overrides` re-plan the run with other planner, cost or eval settings (`replan_config`).
-    """
-    run_dir = Path(run_dir)
-    cfg = configlib.load(ExperimentConfig, run_dir / "config.yaml")
-    if overrides:
-        cfg = replan_config(cfg, overrides)
-    cfg, env, agent = build(cfg)
-    if cfg.online.enabled:
-        state = checkpoint.restore(run_dir / "checkpoints", target=_online_target(cfg, env, agent), fallback=True)[0]
-        return cfg, agent, state.agent
-    saved = checkpoint.restore(run_dir / "checkpoints", target=_offline_target(cfg, env, agent), fallback=True)[0]
-    return cfg, agent, agent.reset(saved.agent, 1)

@@ -25,7 +25,8 @@ from record import write_json
 from ami import actor, configlib
 from ami.config import ExperimentConfig
 from ami.evaluate import run_episodes
-from ami.run import load_run, make_env
+from ami.replan import load_run
+from ami.run import make_env
 
 POLICY = "policy"
 

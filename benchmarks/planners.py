@@ -41,7 +41,8 @@ from ami import evaluate
 from ami.actor import make_planner, planner_defaults, shift_plan
 from ami.agent import empty_memory
 from ami.diagnostics.landscape import with_planner
-from ami.run import load_run, make_env
+from ami.replan import load_run
+from ami.run import make_env
 from envs.native import TwoRooms
 
 GRADIENT_KINDS = ("gradient",)

@@ -215,13 +215,15 @@ def test_fallback_starts_from_the_requested_step(tmp_path):
         checkpoint.restore(tmp_path, 7)
 
 
-def test_unfinished_save_is_never_picked(tmp_path):
+def test_unfinished_save_is_never_picked(tmp_path, caplog):
     checkpoint.save(tmp_path, 1, big_state(1))
     partial = tmp_path / "2.orbax-checkpoint-tmp"  # what a save killed before its final rename leaves
     (partial / "state").mkdir(parents=True)
     (partial / "state" / "_METADATA").write_text("{")
-    assert checkpoint.latest_step(tmp_path) == 1
-    assert checkpoint.restore(tmp_path)[0]["step"] == 1
+    assert checkpoint.latest_step(tmp_path) == 1 and checkpoint.unfinished(tmp_path) == [partial]
+    with caplog.at_level(logging.WARNING, logger="ami.checkpoint"):
+        assert checkpoint.restore(tmp_path)[0]["step"] == 1
+    assert f"ignoring unfinished checkpoint {partial}" in caplog.text
     checkpoint.save(tmp_path, 2, big_state(2))
     assert checkpoint.restore(tmp_path)[0]["step"] == 2
 
@@ -233,3 +235,56 @@ def test_relative_directory_round_trips(tmp_path, monkeypatch):
     restored, metadata = checkpoint.restore("runs/relative/checkpoints")
     np.testing.assert_array_equal(restored["w"], state["w"])
     assert metadata == {"k": 1} and checkpoint.latest_step("runs/relative/checkpoints") == 5
+
+
+def array_data_file(step_dir: Path) -> Path:
+    """The largest file of a step's state item: where the array payloads are."""
+    files = [f for f in (step_dir / "state").rglob("*") if f.is_file()]
+    return max(files, key=lambda f: f.stat().st_size)
+
+
+def test_every_flipped_byte_of_the_array_data_is_caught(tmp_path):
+    """Orbax does not checksum payloads: a flipped byte would restore wrong numbers without the CRC."""
+    state = {"w": jax.random.normal(jax.random.key(0), (128, 128)), "step": 3}
+    checkpoint.save(tmp_path, 1, state)
+    data = array_data_file(tmp_path / "1")
+    original = data.read_bytes()
+    assert len(original) > 128 * 128 * 2  # the (zstd-compressed) payload, not a manifest
+    outcomes = []
+    for offset in range(0, len(original), len(original) // 24):
+        flipped = bytearray(original)
+        flipped[offset] ^= 0x10
+        data.write_bytes(bytes(flipped))
+        try:
+            restored = checkpoint.restore(tmp_path, target=state)[0]
+        except checkpoint.CheckpointError as error:
+            outcomes.append("checksum" if "fails its checksum" in str(error) else "unreadable")
+        else:  # a byte nothing reads (padding): the numbers must be the saved ones
+            np.testing.assert_array_equal(restored["w"], state["w"])
+            outcomes.append("unused")
+    assert outcomes.count("checksum") >= len(outcomes) // 2, outcomes
+    data.write_bytes(original)
+    np.testing.assert_array_equal(checkpoint.restore(tmp_path, target=state)[0]["w"], state["w"])
+
+
+def test_checksum_names_the_damaged_leaf(tmp_path):
+    state = {"a": jnp.zeros((64, 64)), "b": jnp.ones((64, 64))}
+    checkpoint.save(tmp_path, 4, state)
+    layout_file = tmp_path / "4" / "layout" / "metadata"
+    layout = json.loads(layout_file.read_text())
+    assert layout["format"] == 2 and all(isinstance(r["crc32"], int) for r in layout["leaves"])
+    layout["leaves"][1]["crc32"] ^= 1  # as if leaf b's bytes had changed
+    layout_file.write_text(json.dumps(layout))
+    with pytest.raises(checkpoint.CheckpointError, match=r"step 4 .*leaf \['b'\] fails its checksum"):
+        checkpoint.restore(tmp_path)
+
+
+def test_checkpoints_written_before_checksums_still_restore(tmp_path):
+    state = big_state(5)
+    checkpoint.save(tmp_path, 5, state)
+    layout_file = tmp_path / "5" / "layout" / "metadata"
+    layout = json.loads(layout_file.read_text())
+    for record in layout["leaves"]:
+        del record["crc32"]
+    layout_file.write_text(json.dumps({**layout, "format": 1}))
+    assert_identical(checkpoint.restore(tmp_path, target=state)[0], state)

@@ -196,6 +196,23 @@ def test_online_pendulum_learns_above_a_random_policy(tmp_path):
     assert summary["mean_return"] > summary["random_return"] + 250.0, summary
 
 
+def test_online_normalisation_takes_the_statistics_of_the_seed_steps(tmp_path):
+    """`perception.normalize` online: fixed at the decision that ends the seed steps (before the
+    first update) to the mean and std of exactly the seed transitions' observations."""
+    from ami import checkpoint, perception
+
+    cfg = pendulum(*ONLINE, "perception.normalize=true", "online.env_steps=800", "online.seed_steps=300")
+    assert run.train(cfg, tmp_path, quiet=True, max_chunks=2)["status"] == "unfinished"
+    state = checkpoint.restore(tmp_path / "checkpoints")[0]
+    seed_obs = np.asarray(state["replay"]["data"]["obs"])[:, :150]  # 300 env steps of 2 envs
+    encoder = state["agent"]["learner"]["params"]["encoder"]
+    np.testing.assert_allclose(encoder[perception.OBS_MEAN], seed_obs.reshape(-1, 3).mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(encoder[perception.OBS_STD], seed_obs.reshape(-1, 3).std(0), rtol=1e-5)
+    assert not np.allclose(encoder[perception.OBS_STD], 1.0)
+    target = state["agent"]["learner"]["target_encoder"]
+    np.testing.assert_array_equal(target[perception.OBS_MEAN], encoder[perception.OBS_MEAN])
+
+
 def _numpy(x) -> np.ndarray:
     return np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
 

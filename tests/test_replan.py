@@ -1,4 +1,4 @@
-"""`ami.run.replan_config`: which settings a finished run can be re-planned with, and what the
+"""`ami.replan.replan_config`: which settings a finished run can be re-planned with, and what the
 configurator chooses again when the planner or the budget changes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from ami import configlib
 from ami.config import load_experiment
 from ami.configurator import Task, resolve
-from ami.run import replan_config
+from ami.replan import replan_config
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.yaml"
 TASK = Task(goal_conditioned=True, action_size=2, episode_length=100)

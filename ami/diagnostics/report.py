@@ -39,7 +39,8 @@ from ami.agent import Params
 from ami.diagnostics import landscape as ls
 from ami.diagnostics.output import table_rows
 from ami.evaluate import evaluate
-from ami.run import load_run, make_env
+from ami.replan import load_run
+from ami.run import make_env
 
 FALLBACK = "cem"
 GRADIENT_PLANNERS = ("gradient", "hybrid")  # planner kinds that follow the energy's gradient
