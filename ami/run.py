@@ -99,13 +99,14 @@ def online_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> online.
     return jax.eval_shape(lambda k: online.init(agent, env, s, k), _keys(cfg)[1])
 
 
-def _resume(run_dir: Path, target: Any, progress: Progress, counter: str) -> Any | None:
+def _resume(run_dir: Path, target: Any, progress: Progress, counter: str, agent: Agent, env_name: str) -> Any | None:
     """The newest readable checkpoint of `run_dir` (None when it has none: a fresh start, and
     the rows of a process killed before its first save are dropped). Rows logged after the
     checkpoint's `counter` (by a process killed later) are dropped."""
     if checkpoint.latest_step(run_dir / "checkpoints") is None:
         progress.reset()
         return None
+    _check_spec(run_dir, agent, env_name)
     saved, _ = checkpoint.restore(run_dir / "checkpoints", target=target, fallback=True)
     value = int(getattr(saved, counter))
     dropped = progress.rewind(counter, value)
@@ -114,15 +115,39 @@ def _resume(run_dir: Path, target: Any, progress: Progress, counter: str) -> Any
     return saved
 
 
-def _stop(stop: StopRequests, writer: checkpoint.Writer, saved: bool, step: int, state: Any, cfg, progress) -> None:
+def _sizes(agent: Agent) -> dict:
+    return {"obs_shape": list(agent.spec.obs_shape), "action_size": agent.spec.action_size}
+
+
+def _meta(cfg: ExperimentConfig, agent: Agent) -> dict:
+    """What a checkpoint says of itself: the resolved config and the env sizes it was made for."""
+    return {"config": configlib.to_dict(cfg), "spec": _sizes(agent)}
+
+
+def _check_spec(run_dir: Path, agent: Agent, env_name: str) -> None:
+    """`ConfigError` naming both shapes when the newest checkpoint was made for other env sizes."""
+    try:
+        saved = checkpoint.read_metadata(run_dir / "checkpoints").get("spec")
+    except checkpoint.CheckpointError:
+        return  # a damaged newest step: the restore falls back and checks the older one's leaves
+    now = _sizes(agent)
+    if saved is not None and saved != now:
+        raise configlib.ConfigError(
+            f"{run_dir} holds checkpoints for observations of shape {tuple(saved['obs_shape'])} and "
+            f"{saved['action_size']} actions; env {env_name!r} now gives shape {tuple(now['obs_shape'])} "
+            f"and {now['action_size']} actions: pass another --run-dir"
+        )
+
+
+def _stop(stop: StopRequests, writer: checkpoint.Writer, saved: bool, step: int, state, meta, progress) -> None:
     """After a chunk: when a stop was requested, saves step `step` (unless just saved), waits
     for the write and raises `PreemptedError`."""
     if not stop.requested:
         return
     if not saved:
-        writer.save(step, state, {"config": configlib.to_dict(cfg)})
+        writer.save(step, state, meta)
     writer.wait()
-    counter = "env_steps" if cfg.online.enabled else "updates"
+    counter = "env_steps" if meta["config"]["online"]["enabled"] else "updates"
     progress.log({"phase": "preempted", counter: step, "signal": stop.signal})
     raise PreemptedError(f"{stop.signal}: saved at {counter.replace('_', ' ')} {step} in {writer.directory}")
 
@@ -133,7 +158,7 @@ def _writer(run_dir: Path) -> checkpoint.Writer:
 
 def _start(cfg, env, agent, run_dir: Path, progress: Progress) -> Training:
     """A fresh start (collect the data, init the agent) or the newest checkpoint of `run_dir`."""
-    saved = _resume(run_dir, offline_target(cfg, env, agent), progress, "updates")
+    saved = _resume(run_dir, offline_target(cfg, env, agent), progress, "updates", agent, cfg.env.name)
     if saved is not None:
         return saved
     k_data, k_init, _ = _keys(cfg)
@@ -186,7 +211,7 @@ def train_model(
     first = int(training.updates) // t.chunk
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
     k_train = _keys(cfg)[2]
-    t0 = time.perf_counter()
+    t0, meta = time.perf_counter(), _meta(cfg, agent)
     with _writer(run_dir) as writer:
         for i in range(first, last):
             state, metrics = chunk(state, buffer, jax.random.fold_in(k_train, i))
@@ -201,8 +226,8 @@ def train_model(
             training = Training(state, buffer, jnp.asarray(done, jnp.int32))
             save = done % t.checkpoint_every == 0 or i + 1 == last  # the end of this call too
             if save:
-                writer.save(done, training, {"config": configlib.to_dict(cfg)})
-            _stop(stop, writer, save, done, training, cfg, progress)
+                writer.save(done, training, meta)
+            _stop(stop, writer, save, done, training, meta, progress)
     return Training(state, buffer, jnp.asarray(last * t.chunk, jnp.int32))
 
 
@@ -227,7 +252,7 @@ def train_online(
     per_chunk = s.chunk * s.num_envs * repeat
     num_chunks = -(-o.env_steps // per_chunk)
     _, k_init, k_train = _keys(cfg)
-    state = _resume(run_dir, online_target(cfg, env, agent), progress, "env_steps")
+    state = _resume(run_dir, online_target(cfg, env, agent), progress, "env_steps", agent, cfg.env.name)
     if state is None:
         state = jax.jit(lambda k: online.init(agent, env, s, k))(k_init)
     chunk = online.make_chunk(agent, env, s)
@@ -241,7 +266,7 @@ def train_online(
     )
     first = int(state.env_steps) // per_chunk
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
-    t0, final = time.perf_counter(), None
+    t0, final, meta = time.perf_counter(), None, _meta(cfg, agent)
     with _writer(run_dir) as writer:
         for i in range(first, last):
             state, stats = chunk(state, jax.random.fold_in(k_train, i))
@@ -273,8 +298,8 @@ def train_online(
                 final = result if i + 1 == num_chunks else None
             save = _crossed(steps, per_chunk, o.checkpoint_every) or i + 1 == last  # the end of this call too
             if save:
-                writer.save(steps, state, {"config": configlib.to_dict(cfg)})
-            _stop(stop, writer, save, steps, state, cfg, progress)
+                writer.save(steps, state, meta)
+            _stop(stop, writer, save, steps, state, meta, progress)
     return state, final
 
 

@@ -213,6 +213,18 @@ def test_online_normalisation_takes_the_statistics_of_the_seed_steps(tmp_path):
     np.testing.assert_array_equal(target[perception.OBS_MEAN], encoder[perception.OBS_MEAN])
 
 
+def test_resuming_with_other_env_sizes_names_both_shapes(tmp_path):
+    cfg = pendulum(*ONLINE, "online.env_steps=800")
+    assert run.train(cfg, tmp_path, quiet=True, max_chunks=1)["status"] == "unfinished"
+    meta_file = tmp_path / "checkpoints" / "200" / "metadata" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert meta["spec"] == {"obs_shape": [3], "action_size": 1}
+    meta_file.write_text(json.dumps({**meta, "spec": {"obs_shape": [5], "action_size": 2}}))  # another env's
+    message = "observations of shape (5,) and 2 actions; env 'pendulum' now gives shape (3,) and 1 actions"
+    with pytest.raises(configlib.ConfigError, match=re.escape(message)):
+        run.train(cfg, tmp_path, quiet=True)
+
+
 def _numpy(x) -> np.ndarray:
     return np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
 

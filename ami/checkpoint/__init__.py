@@ -133,6 +133,16 @@ def latest_step(directory: str | os.PathLike) -> int | None:
     return steps[-1] if steps else None
 
 
+def read_metadata(directory: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
+    """The JSON metadata of step `step` (default: the newest) alone, without reading any array."""
+    step = latest_step(directory) if step is None else step
+    if step is None:
+        raise CheckpointError(f"no checkpoint in {directory}")
+    where = f"checkpoint step {step} in {directory}"
+    with _reader(directory) as manager:
+        return dict(_read(manager, step, where, metadata=ocp.args.JsonRestore())[_METADATA] or {})
+
+
 def restore(
     directory: str | os.PathLike,
     step: int | None = None,
