@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 import envs
-from ami import replay
+from ami import distributed, replay
 from ami.evaluate import observe
 from ami.train import empty_replay, transition
 
@@ -85,14 +85,17 @@ def _updates(agent, num: int, agent_state, buffer, key):
     """`num` updates of `agent` on batches of `buffer` (metrics averaged)."""
 
     def one(state, k):
-        return agent.update(state, agent.sample(buffer, k))
+        return agent.update(state, distributed.constrain_batch(agent.sample(buffer, k)))
 
     state, metrics = jax.lax.scan(one, agent_state, jax.random.split(key, num))
     return state, jax.tree.map(jnp.mean, metrics)
 
 
-def make_chunk(agent, env: envs.Env, s: Settings):
+def make_chunk(agent, env: envs.Env, s: Settings, shardings=None):
     """`chunk(online, key) -> (online, stats)`: `s.chunk` decisions with their updates, jitted, donated.
+
+    `shardings` (`ami.distributed.online_shardings`) pins the returned carry's placement to that
+    of the carry passed in, so the next chunk does not retrace.
 
     `stats` holds the chunk's mean update metrics (over the decisions that updated), the sum
     and count of the episode returns finished in it, and `finite`: per transition field,
@@ -163,6 +166,8 @@ def make_chunk(agent, env: envs.Env, s: Settings):
 
     def run(o: Online, key: jax.Array):
         o, out = jax.lax.scan(body, o, jax.random.split(key, s.chunk))
+        if shardings is not None:
+            o = jax.lax.with_sharding_constraint(o, shardings)
         weight = out["learned"]
         count = jnp.maximum(jnp.sum(weight), 1.0)
         metrics = jax.tree.map(lambda x: jnp.sum(x * weight) / count, out["metrics"])

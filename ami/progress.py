@@ -21,11 +21,13 @@ EVENTS = ("resume", "preempted")
 class Progress:
     """Prints `phase: done/total (rate/s, ETA) extra` lines and appends JSON lines to `metrics.jsonl`."""
 
-    def __init__(self, run_dir: Path, quiet: bool = False):
-        self.path, self.quiet = Path(run_dir) / "metrics.jsonl", quiet
+    def __init__(self, run_dir: Path, quiet: bool = False, write: bool = True):
+        self.path, self.quiet, self.write = Path(run_dir) / "metrics.jsonl", quiet, write
         self.start, self.offset = time.perf_counter(), 0.0
 
     def log(self, record: dict[str, Any]) -> None:
+        if not self.write:  # another process of a multi-process run writes the file
+            return
         record = {"wall_time_s": round(self.offset + time.perf_counter() - self.start, 2), **record}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -36,7 +38,8 @@ class Progress:
 
     def reset(self) -> None:
         """A fresh start: no rows from before."""
-        self.path.unlink(missing_ok=True)
+        if self.write:
+            self.path.unlink(missing_ok=True)
         self.start, self.offset = time.perf_counter(), 0.0
 
     def rewind(self, counter: str, value: int) -> int:
@@ -44,7 +47,7 @@ class Progress:
 
         Dropped: rows whose `counter` is past `value`, `summary` rows (a finished run resumed
         writes its summary again) and a last line cut off mid-write."""
-        if not self.path.exists():
+        if not self.write or not self.path.exists():
             return 0
         kept, dropped = [], 0
         for line in self.path.read_text().splitlines():

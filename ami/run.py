@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-from ami import checkpoint, configlib, family, online, replay
+from ami import checkpoint, configlib, distributed, family, online, replay
 from ami.agent import Agent, Spec
 from ami.config import ExperimentConfig
 from ami.configurator import Task, resolve
@@ -44,6 +44,8 @@ def build(cfg: ExperimentConfig) -> tuple[ExperimentConfig, envs.Env, Agent]:
     goal = envs.is_goal_conditioned(env)
     task = Task(goal, env.action_size, int(env.episode_length), envs.action_repeat(env))
     cfg = resolve(cfg, task)
+    d = cfg.distributed
+    distributed.check_divisible(cfg, d.data if d.data is not None else jax.device_count() // d.model)
     obs_shape = (env.observation_size,) if isinstance(env.observation_size, int) else tuple(env.observation_size)
     return cfg, env, make_agent(cfg, Spec(obs_shape, env.action_size, goal))
 
@@ -204,9 +206,12 @@ def train_model(
     chunk in flight.
     """
     t, stop = cfg.train, stop or StopRequests()
+    mesh = distributed.make_mesh(cfg.distributed)
     training = _start(cfg, env, agent, run_dir, progress)
+    placement = distributed.training_shardings(training, mesh)
+    training = distributed.place(training, placement)
     state, buffer = training.agent, training.replay
-    chunk = make_train_chunk(agent, t.chunk)
+    chunk = make_train_chunk(agent, t.chunk, placement.agent)
     num_chunks = t.updates // t.chunk
     first = int(training.updates) // t.chunk
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
@@ -252,10 +257,13 @@ def train_online(
     per_chunk = s.chunk * s.num_envs * repeat
     num_chunks = -(-o.env_steps // per_chunk)
     _, k_init, k_train = _keys(cfg)
-    state = _resume(run_dir, online_target(cfg, env, agent), progress, "env_steps", agent, cfg.env.name)
+    target = online_target(cfg, env, agent)
+    placement = distributed.online_shardings(target, distributed.make_mesh(cfg.distributed))
+    state = _resume(run_dir, target, progress, "env_steps", agent, cfg.env.name)
     if state is None:
-        state = jax.jit(lambda k: online.init(agent, env, s, k))(k_init)
-    chunk = online.make_chunk(agent, env, s)
+        state = jax.jit(lambda k: online.init(agent, env, s, k), out_shardings=placement)(k_init)
+    state = distributed.place(state, placement)
+    chunk = online.make_chunk(agent, env, s, placement)
     evaluator = make_evaluator(
         agent,
         make_env(cfg, auto_reset=False),
@@ -346,7 +354,7 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 # Settings a resumed run may change: when and how it is evaluated and checkpointed, never what it trains on.
-RESUME_FREE = ("eval.", "online.eval_every", "online.checkpoint_every")
+RESUME_FREE = ("eval.", "online.eval_every", "online.checkpoint_every", "distributed.")
 
 
 def _check_same_run(cfg: ExperimentConfig, run_dir: Path) -> None:
@@ -382,14 +390,17 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_c
     if own_loop is not None:
         return own_loop(cfg, Path(run_dir), quiet)
     start = time.perf_counter()
+    distributed.initialize(cfg.distributed)
     cfg, env, agent = build(cfg)
     _check_replay(cfg, env)
     run_dir = Path(run_dir)
     _check_same_run(cfg, run_dir)
+    writer = distributed.is_writer()  # only process 0 writes logs, config and summary
     run_dir.mkdir(parents=True, exist_ok=True)
-    configlib.dump(cfg, run_dir / "config.yaml")
-    progress = Progress(run_dir, quiet)
-    with StopRequests() as stop:
+    if writer:
+        configlib.dump(cfg, run_dir / "config.yaml")
+    progress = Progress(run_dir, quiet or not writer, write=writer)
+    with jax.set_mesh(distributed.make_mesh(cfg.distributed)), StopRequests() as stop:
         return _train_and_evaluate(cfg, env, agent, run_dir, progress, max_chunks, stop, start)
 
 
@@ -418,6 +429,7 @@ def _train_and_evaluate(cfg, env, agent, run_dir: Path, progress: Progress, max_
         f"{time.perf_counter() - t0:.1f} s: " + ", ".join(f"{k} {v[headline]:.3f}" for k, v in results.items())
     )
     summary = summarize(results, env_steps, time.perf_counter() - start, updates, agent.spec.goal_conditioned)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if distributed.is_writer():
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     progress.log({"phase": "summary", **{k: v for k, v in summary.items() if k != "controllers"}})
     return summary

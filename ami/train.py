@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-from ami import replay
+from ami import distributed, replay
 
 
 def transition(state: envs.State, action: jax.Array, nxt: envs.State) -> envs.Trajectory:
@@ -65,17 +65,21 @@ def to_replay(data: envs.Trajectory) -> replay.ReplayState:
     return replay.add(empty_replay(example, num_envs, num_steps), data)
 
 
-def make_train_chunk(agent, chunk: int):
+def make_train_chunk(agent, chunk: int, shardings=None):
     """`chunk(state, buffer, key) -> (state, metrics)`: `chunk` updates, jitted, state donated.
 
-    Each update trains on `agent.sample(buffer, key_i)`; metrics are averaged over the chunk.
+    Each update trains on `agent.sample(buffer, key_i)` (its batch axis split over the mesh's
+    data axis, `ami.distributed`); metrics are averaged over the chunk. `shardings` pins the
+    returned state's placement (that of the state passed in), so the next call does not retrace.
     """
 
     def run(state, buffer: replay.ReplayState, key: jax.Array):
         def one(state, key: jax.Array):
-            return agent.update(state, agent.sample(buffer, key))
+            return agent.update(state, distributed.constrain_batch(agent.sample(buffer, key)))
 
         state, metrics = jax.lax.scan(one, state, jax.random.split(key, chunk))
+        if shardings is not None:
+            state = jax.lax.with_sharding_constraint(state, shardings)
         return state, jax.tree.map(jnp.mean, metrics)
 
     return jax.jit(run, donate_argnums=0)
