@@ -113,8 +113,32 @@ def training_shardings(t: Any, mesh: Mesh) -> Any:
 
 
 def place(tree: Any, shardings: Any) -> Any:
-    """`tree` moved onto its shardings (a checkpoint restored on one device spread over the mesh)."""
-    return jax.device_put(tree, shardings)
+    """`tree` moved onto its shardings (a checkpoint restored on one device spread over the mesh).
+
+    With several processes every process holds the whole (identical) value and contributes
+    the shards of its own devices (`jax.make_array_from_callback`)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    return jax.tree.map(_place_global, tree, shardings)
+
+
+def _place_global(x: Any, sharding: NamedSharding) -> jax.Array:
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = _place_global(jax.random.key_data(x), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return jax.device_put(x, sharding) if x.sharding == sharding else _place_global(host(x), sharding)
+    value = np.asarray(x)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def host(x: jax.Array) -> np.ndarray:
+    """The whole value of a (possibly multi-process) array in host memory, in every process."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def constrain_batch(tree: Any) -> Any:

@@ -183,3 +183,86 @@ def test_counts_that_do_not_divide_over_the_devices_are_refused(tmp_path):
         distributed.make_mesh(DistributedConfig(data=4))
     with pytest.raises(configlib.ConfigError, match="coordinator"):
         load_experiment({}, ["distributed.num_processes=2"])
+
+
+# One of two `jax.distributed` processes on 127.0.0.1 (one CPU device each, gloo collectives):
+# the online and the offline run of the tests above, with a data axis over both processes.
+TWO_PROCESSES = textwrap.dedent(
+    """
+    import json, sys
+    from ami import run
+    from ami.config import load_experiment
+    pid, port, ONLINE, OFFLINE, QUICKSTART, out = json.loads(sys.argv[1])
+    hosts = [f"distributed.coordinator=127.0.0.1:{port}", "distributed.num_processes=2"]
+    hosts.append(f"distributed.process_id={pid}")
+    run.train(load_experiment({}, ONLINE + hosts), f"{out}/online", quiet=True)
+    run.train(load_experiment(QUICKSTART, OFFLINE + hosts), f"{out}/offline", quiet=True)
+    """
+)
+SMALL = [
+    "data.num_envs=2",
+    "eval.episodes=4",
+    "online.seed_steps=200",
+    "online.chunk=50",
+    "online.env_steps=400",
+    "online.checkpoint_every=200",
+]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _learner_params(run_dir) -> list:
+    import numpy as np
+
+    from ami import checkpoint
+
+    state = checkpoint.restore(run_dir / "checkpoints")[0]
+    return [np.asarray(x) for x in jax.tree.leaves(state["agent"]["learner"]["params"])]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one(tmp_path):
+    import numpy as np
+
+    online, offline = [*ONLINE, *SMALL], [*OFFLINE, "train.updates=100"]
+    port, out = _free_port(), tmp_path / "two"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    cache = jax.config.jax_compilation_cache_dir
+    if cache:
+        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_PROCESSES, json.dumps([pid, port, online, offline, QUICKSTART, str(out)])],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-4000:]
+    run.train(load_experiment({}, online), tmp_path / "online", quiet=True)
+    run.train(load_experiment(QUICKSTART, offline), tmp_path / "offline", quiet=True)
+    for name in ("online", "offline"):
+        one, two = _learner_params(tmp_path / name), _learner_params(out / name)
+        assert max(float(np.max(np.abs(a - b))) for a, b in zip(one, two, strict=True)) < TOL, name
+    rows = [json.loads(line) for line in (out / "online" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["env_steps"] for r in rows if r["phase"] == "online"] == [
+        100,
+        200,
+        300,
+        400,
+    ]  # written once, by process 0
+    summary = json.loads((out / "online" / "summary.json").read_text())
+    assert summary["mean_return"] == pytest.approx(
+        json.loads((tmp_path / "online" / "summary.json").read_text())["mean_return"], rel=1e-3
+    )

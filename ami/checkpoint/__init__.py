@@ -86,7 +86,7 @@ class Writer:
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise ValueError(f"expected a non-negative int step, got {step!r}")
         stored, records = layout.encode_tree(state)
-        if self.asynchronous:  # host copies: the caller may donate or delete the arrays right after
+        if self.asynchronous or jax.process_count() > 1:  # host copies: the caller may donate the arrays
             stored = {name: np.array(array) for name, array in stored.items()}
         metadata = _check_metadata(metadata)
         self._manager.wait_until_finished()
@@ -236,11 +236,11 @@ def _read(manager: ocp.CheckpointManager, step: int, where: str, **args: Any) ->
 
 
 def _abstract(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """What Orbax restores each stored leaf as: jax leaves on the default device, numpy leaves in host memory.
+    """What Orbax restores each stored leaf as: jax leaves on this process's first device, numpy leaves in host memory.
 
     Naming the device keeps a checkpoint written on an accelerator readable on a machine without one.
     """
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = {}
     for record in records:
         shape, dtype = tuple(record["data_shape"]), jnp.dtype(record["data_dtype"])

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ami import distributed
+
 _PYTHON = {bool: np.dtype(np.bool_), int: np.dtype(np.int64), float: np.dtype(np.float64)}  # scalar -> stored dtype
 _KINDS = ("key", "jax", "numpy", "bool", "int", "float")
 _MESSAGE_CHARS = 400
@@ -59,9 +61,9 @@ def _encode_leaf(path: tuple, leaf: Any) -> tuple[dict[str, Any], Any]:
     record = {"path": jax.tree_util.keystr(path), "keys": [_key_json(k) for k in path], "impl": None}
     if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         record.update(kind="key", impl=str(jax.random.key_impl(leaf)))
-        array = jax.random.key_data(leaf)
+        array = _whole(jax.random.key_data(leaf))
     elif isinstance(leaf, jax.Array):
-        record["kind"], array = "jax", leaf
+        record["kind"], array = "jax", _whole(leaf)
     elif isinstance(leaf, np.ndarray | np.generic) and leaf.dtype != object:
         record["kind"], array = "numpy", np.asarray(leaf)
     elif type(leaf) in _PYTHON:
@@ -73,6 +75,12 @@ def _encode_leaf(path: tuple, leaf: Any) -> tuple[dict[str, Any], Any]:
         )
     record["shape"], record["dtype"] = _spec(record["path"], leaf)
     return record, array
+
+
+def _whole(array: jax.Array) -> Any:
+    """An array split over several processes, gathered whole into host memory (every process
+    writes and checksums the same global value); others as they are."""
+    return array if array.is_fully_addressable else distributed.host(array)
 
 
 def _python_to_numpy(path: str, value: bool | int | float) -> np.ndarray:
