@@ -159,11 +159,14 @@ def test_a_stopped_run_continues_bit_for_bit(tmp_path, uninterrupted, point):
     ):
         np.testing.assert_array_equal(got, want)
     rows, reference = read_rows(run_dir / "metrics.jsonl"), read_rows(uninterrupted / "metrics.jsonl")
-    progress = lambda rs: [(r["phase"], r.get("env_steps")) for r in rs if r["phase"] in ("online", "eval", "summary")]  # noqa: E731
+
+    def progress(rs):
+        return [(r["phase"], r.get("env_steps")) for r in rs if r["phase"] in ("online", "eval", "summary")]
+
+    def same(rs):
+        return [{k: v for k, v in r.items() if not k.startswith("wall_time")} for r in rs if r["phase"] == "eval"]
+
     assert progress(rows) == progress(reference)  # every row once, none missing
-    same = lambda rs: [
-        {k: v for k, v in r.items() if not k.startswith("wall_time")} for r in rs if r["phase"] == "eval"
-    ]  # noqa: E731
     assert same(rows) == same(reference)
     assert (
         json.loads((run_dir / "summary.json").read_text())["mean_return"]
