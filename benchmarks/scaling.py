@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 DEFAULT_DEVICES = "1,2,4,8"
 
@@ -30,24 +29,13 @@ def _emulate(devices: str) -> None:
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={most}")
 
 
-def best_seconds(fn, args, repeats: int) -> float:
-    import jax
-
-    jax.block_until_ready(fn(*args))  # compiles
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def measure(cfg, env, agent, devices: int | None, repeats: int) -> dict:
     """Seconds per online chunk and per batched decision on a mesh of `devices` (None: no mesh)."""
     import contextlib
 
     import jax
     import jax.numpy as jnp
+    from agent_speed import time_fn as best_seconds
 
     from ami import distributed, online
     from ami.config import DistributedConfig
