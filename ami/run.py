@@ -111,6 +111,8 @@ def _resume(run_dir: Path, target: Any, progress: Progress, counter: str, agent:
     _check_spec(run_dir, agent, env_name)
     saved, _ = checkpoint.restore(run_dir / "checkpoints", target=target, fallback=True)
     value = int(getattr(saved, counter))
+    for damaged in (step for step in checkpoint.all_steps(run_dir / "checkpoints") if step > value):
+        checkpoint.set_aside(run_dir / "checkpoints", damaged)  # the resumed run writes these steps again
     dropped = progress.rewind(counter, value)
     progress.say(f"resume: from {counter.replace('_', ' ')} {value} of {run_dir / 'checkpoints'}")
     progress.log({"phase": "resume", counter: value, "rows_dropped": dropped})

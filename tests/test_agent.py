@@ -312,12 +312,13 @@ def test_resolve_a_reward_task_by_the_rule(episode_length, horizon, gamma):
 
 def _nones(cfg, path: str = "") -> list[str]:
     """Dotted names of the fields still None (a resolved config has none but the common planner
-    settings its planner kind lacks)."""
+    settings its planner kind lacks, and `distributed.*`, where None means: the machine's devices
+    and the cluster's environment, read when the run starts)."""
     out = []
     for name, value in vars(cfg).items():
         key = f"{path}.{name}" if path else name
         lacks = key.startswith("planner.") and name in PLANNER_COMMON and name not in planner_defaults(cfg.name)
-        if value is None and not lacks:
+        if value is None and not lacks and not key.startswith("distributed."):
             out.append(key)
         elif hasattr(value, "__dataclass_fields__"):
             out.extend(_nones(value, key))

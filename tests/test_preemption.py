@@ -172,3 +172,37 @@ def test_a_stopped_run_continues_bit_for_bit(tmp_path, uninterrupted, point):
         json.loads((run_dir / "summary.json").read_text())["mean_return"]
         == json.loads((uninterrupted / "summary.json").read_text())["mean_return"]
     )
+
+
+# ----- a damaged newest checkpoint: the run falls back, or stops when nothing is good -----
+
+
+def test_a_run_with_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, caplog):
+    import logging
+
+    from ami import run
+    from ami.config import load_experiment
+
+    (tmp_path / "cfg.yaml").write_text(CONFIG)
+    cfg = load_experiment(tmp_path / "cfg.yaml", ["online.checkpoint_every=200"])
+    whole = run.train(cfg, tmp_path / "run", quiet=True)
+    assert checkpoint.all_steps(tmp_path / "run" / "checkpoints") == [600, 800]
+    saved = leaves(tmp_path / "run" / "checkpoints" / "800")
+    data = max(
+        (f for f in (tmp_path / "run" / "checkpoints" / "800" / "state").rglob("*") if f.is_file()),
+        key=lambda f: f.stat().st_size,
+    )
+    flipped = bytearray(data.read_bytes())
+    flipped[len(flipped) // 2] ^= 0x04
+    data.write_bytes(bytes(flipped))
+    with caplog.at_level(logging.WARNING, logger="ami.checkpoint"):
+        again = run.train(cfg, tmp_path / "run", quiet=True)  # trains 600 -> 800 again
+    assert "step 800" in caplog.text and "restored step 600" in caplog.text
+    assert (tmp_path / "run" / "checkpoints" / "800.damaged").is_dir()  # kept for inspection, never read
+    assert again["mean_return"] == whole["mean_return"]
+    for got, want in zip(leaves(tmp_path / "run" / "checkpoints" / "800"), saved, strict=True):
+        np.testing.assert_array_equal(got, want)
+    for step in (600, 800):  # nothing good left: a clear error, never a silent fresh start
+        (tmp_path / "run" / "checkpoints" / str(step) / "metadata" / "metadata").write_text("{")
+    with pytest.raises(checkpoint.CheckpointError, match="restores cleanly; tried steps"):
+        run.train(cfg, tmp_path / "run", quiet=True)

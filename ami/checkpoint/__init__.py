@@ -127,6 +127,18 @@ def unfinished(directory: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(directory).iterdir() if _TMP_MARK in p.name)
 
 
+def set_aside(directory: str | os.PathLike, step: int) -> Path:
+    """Renames damaged step `step` to `<step>.damaged[-k]` (kept for inspection, never restored),
+    so that a run falling back to an older step can write `step` again; returns the new path."""
+    source = Path(directory) / str(step)
+    target, k = source.with_name(f"{step}.damaged"), 1
+    while target.exists():
+        target, k = source.with_name(f"{step}.damaged-{k}"), k + 1
+    source.rename(target)
+    log.warning("set aside damaged checkpoint step %d as %s", step, target)
+    return target
+
+
 def latest_step(directory: str | os.PathLike) -> int | None:
     """The newest completed step in `directory`, or None."""
     steps = all_steps(directory)
