@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-from ami import checkpoint, configlib, distributed, family, online, replay
+from ami import configlib, distributed, family, online, replay, resume
 from ami.agent import Agent, Spec
 from ami.config import ExperimentConfig
 from ami.configurator import Task, resolve
 from ami.evaluate import CONTROLLERS, evaluate, make_evaluator
-from ami.preemption import PreemptedError, StopRequests
+from ami.preemption import StopRequests
 from ami.progress import Progress
 from ami.train import collect, make_train_chunk, to_replay
 
@@ -101,68 +101,9 @@ def online_target(cfg: ExperimentConfig, env: envs.Env, agent: Agent) -> online.
     return jax.eval_shape(lambda k: online.init(agent, env, s, k), _keys(cfg)[1])
 
 
-def _resume(run_dir: Path, target: Any, progress: Progress, counter: str, agent: Agent, env_name: str) -> Any | None:
-    """The newest readable checkpoint of `run_dir` (None when it has none: a fresh start, and
-    the rows of a process killed before its first save are dropped). Rows logged after the
-    checkpoint's `counter` (by a process killed later) are dropped."""
-    if checkpoint.latest_step(run_dir / "checkpoints") is None:
-        progress.reset()
-        return None
-    _check_spec(run_dir, agent, env_name)
-    saved, _ = checkpoint.restore(run_dir / "checkpoints", target=target, fallback=True)
-    value = int(getattr(saved, counter))
-    for damaged in (step for step in checkpoint.all_steps(run_dir / "checkpoints") if step > value):
-        checkpoint.set_aside(run_dir / "checkpoints", damaged)  # the resumed run writes these steps again
-    dropped = progress.rewind(counter, value)
-    progress.say(f"resume: from {counter.replace('_', ' ')} {value} of {run_dir / 'checkpoints'}")
-    progress.log({"phase": "resume", counter: value, "rows_dropped": dropped})
-    return saved
-
-
-def _sizes(agent: Agent) -> dict:
-    return {"obs_shape": list(agent.spec.obs_shape), "action_size": agent.spec.action_size}
-
-
-def _meta(cfg: ExperimentConfig, agent: Agent) -> dict:
-    """What a checkpoint says of itself: the resolved config and the env sizes it was made for."""
-    return {"config": configlib.to_dict(cfg), "spec": _sizes(agent)}
-
-
-def _check_spec(run_dir: Path, agent: Agent, env_name: str) -> None:
-    """`ConfigError` naming both shapes when the newest checkpoint was made for other env sizes."""
-    try:
-        saved = checkpoint.read_metadata(run_dir / "checkpoints").get("spec")
-    except checkpoint.CheckpointError:
-        return  # a damaged newest step: the restore falls back and checks the older one's leaves
-    now = _sizes(agent)
-    if saved is not None and saved != now:
-        raise configlib.ConfigError(
-            f"{run_dir} holds checkpoints for observations of shape {tuple(saved['obs_shape'])} and "
-            f"{saved['action_size']} actions; env {env_name!r} now gives shape {tuple(now['obs_shape'])} "
-            f"and {now['action_size']} actions: pass another --run-dir"
-        )
-
-
-def _stop(stop: StopRequests, writer: checkpoint.Writer, saved: bool, step: int, state, meta, progress) -> None:
-    """After a chunk: when a stop was requested, saves step `step` (unless just saved), waits
-    for the write and raises `PreemptedError`."""
-    if not stop.requested:
-        return
-    if not saved:
-        writer.save(step, state, meta)
-    writer.wait()
-    counter = "env_steps" if meta["config"]["online"]["enabled"] else "updates"
-    progress.log({"phase": "preempted", counter: step, "signal": stop.signal})
-    raise PreemptedError(f"{stop.signal}: saved at {counter.replace('_', ' ')} {step} in {writer.directory}")
-
-
-def _writer(run_dir: Path) -> checkpoint.Writer:
-    return checkpoint.Writer(run_dir / "checkpoints", max_to_keep=2, asynchronous=True)
-
-
 def _start(cfg, env, agent, run_dir: Path, progress: Progress) -> Training:
     """A fresh start (collect the data, init the agent) or the newest checkpoint of `run_dir`."""
-    saved = _resume(run_dir, offline_target(cfg, env, agent), progress, "updates", agent, cfg.env.name)
+    saved = resume.restore_run(run_dir, offline_target(cfg, env, agent), progress, "updates", agent, cfg.env.name)
     if saved is not None:
         return saved
     k_data, k_init, _ = _keys(cfg)
@@ -218,8 +159,8 @@ def train_model(
     first = int(training.updates) // t.chunk
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
     k_train = _keys(cfg)[2]
-    t0, meta = time.perf_counter(), _meta(cfg, agent)
-    with _writer(run_dir) as writer:
+    t0, meta = time.perf_counter(), resume.metadata(cfg, agent)
+    with resume.writer(run_dir) as writer:
         for i in range(first, last):
             state, metrics = chunk(state, buffer, jax.random.fold_in(k_train, i))
             metrics = {k: float(v) for k, v in metrics.items()}
@@ -234,7 +175,7 @@ def train_model(
             save = done % t.checkpoint_every == 0 or i + 1 == last  # the end of this call too
             if save:
                 writer.save(done, training, meta)
-            _stop(stop, writer, save, done, training, meta, progress)
+            resume.stop_if_requested(stop, writer, save, done, training, meta, progress)
     return Training(state, buffer, jnp.asarray(last * t.chunk, jnp.int32))
 
 
@@ -261,7 +202,7 @@ def train_online(
     _, k_init, k_train = _keys(cfg)
     target = online_target(cfg, env, agent)
     placement = distributed.online_shardings(target, distributed.make_mesh(cfg.distributed))
-    state = _resume(run_dir, target, progress, "env_steps", agent, cfg.env.name)
+    state = resume.restore_run(run_dir, target, progress, "env_steps", agent, cfg.env.name)
     if state is None:
         state = jax.jit(lambda k: online.init(agent, env, s, k), out_shardings=placement)(k_init)
     state = distributed.place(state, placement)
@@ -276,8 +217,8 @@ def train_online(
     )
     first = int(state.env_steps) // per_chunk
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
-    t0, final, meta = time.perf_counter(), None, _meta(cfg, agent)
-    with _writer(run_dir) as writer:
+    t0, final, meta = time.perf_counter(), None, resume.metadata(cfg, agent)
+    with resume.writer(run_dir) as writer:
         for i in range(first, last):
             state, stats = chunk(state, jax.random.fold_in(k_train, i))
             if getattr(env, "check_finite", False):
@@ -309,7 +250,7 @@ def train_online(
             save = _crossed(steps, per_chunk, o.checkpoint_every) or i + 1 == last  # the end of this call too
             if save:
                 writer.save(steps, state, meta)
-            _stop(stop, writer, save, steps, state, meta, progress)
+            resume.stop_if_requested(stop, writer, save, steps, state, meta, progress)
     return state, final
 
 
@@ -345,39 +286,6 @@ def summarize(results: dict, env_steps: int, wall_time: float, updates: int, goa
     return summary
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """`{"a": {"b": 1}} -> {"a.b": 1}`."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out = {}
-    for key, sub in tree.items():
-        out.update(_flat(sub, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-# Settings a resumed run may change: when and how it is evaluated and checkpointed, never what it trains on.
-RESUME_FREE = ("eval.", "online.eval_every", "online.checkpoint_every", "distributed.")
-
-
-def _check_same_run(cfg: ExperimentConfig, run_dir: Path) -> None:
-    """Raises `ConfigError` when `run_dir` holds checkpoints of a run with another config (up to
-    `RESUME_FREE` settings; the planner's resolved search settings are compared, so a budget that
-    changes how the agent acts while it learns is caught)."""
-    saved_path = run_dir / "config.yaml"
-    if checkpoint.latest_step(run_dir / "checkpoints") is None or not saved_path.exists():
-        return
-    saved = _flat(configlib.to_dict(configlib.load(ExperimentConfig, saved_path)))
-    now = _flat(configlib.to_dict(cfg))
-    keys = (k for k in saved.keys() | now.keys() if not k.startswith(RESUME_FREE))
-    differ = sorted(k for k in keys if saved.get(k) != now.get(k))
-    if differ:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:5])
-        raise configlib.ConfigError(
-            f"{run_dir} holds checkpoints of a run with a different config ({shown}); "
-            "resume it with the same config or pass another --run-dir"
-        )
-
-
 def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_chunks: int | None = None) -> dict:
     """`ami train`: the whole experiment; returns the summary written to `run_dir/summary.json`.
 
@@ -396,7 +304,7 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_c
     cfg, env, agent = build(cfg)
     _check_replay(cfg, env)
     run_dir = Path(run_dir)
-    _check_same_run(cfg, run_dir)
+    resume.check_same_run(cfg, run_dir)
     writer = distributed.is_writer()  # only process 0 writes logs, config and summary
     run_dir.mkdir(parents=True, exist_ok=True)
     if writer:
