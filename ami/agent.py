@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ami import config, cost, memory, perception, policy, replay, scalars, value, world_model
+from ami import config, cost, memory, nn, perception, policy, replay, scalars, value, world_model
 from ami.actor import Planner, make_planner
 from ami.learner import (
     Learner,
@@ -128,6 +128,7 @@ def make_modules(cfg: config.ExperimentConfig, spec: Spec) -> Modules:
     """The agent's modules built from a resolved config, each from its own section."""
     p, w, c, v, pol, pl = cfg.perception, cfg.world_model, cfg.critic, cfg.value, cfg.policy, cfg.planner
     goal, a, d = spec.goal_conditioned, spec.action_size, p.latent_size
+    dtype = nn.compute_dtype(cfg.train.compute_dtype)  # mixed precision: float32 parameters either way
     percept = perception.make_perception(
         spec.obs_shape,
         d,
@@ -137,21 +138,26 @@ def make_modules(cfg: config.ExperimentConfig, spec: Spec) -> Modules:
         fourier=p.fourier_features,
         fourier_scale=p.fourier_scale,
         normalize=p.normalize,
+        dtype=dtype,
     )
-    model = world_model.make_world_model(d, a, w.hidden, w.activation)
+    model = world_model.make_world_model(d, a, w.hidden, w.activation, dtype)
     reward = None
     if cfg.cost.reward_weight or (not goal and w.reward_weight):
-        reward = world_model.make_reward_head(d, a, w.reward_hidden, w.activation, scalars.make_head(w.reward_head))
+        reward = world_model.make_reward_head(
+            d, a, w.reward_hidden, w.activation, scalars.make_head(w.reward_head), dtype
+        )
     critic_on = c.enabled and goal
     critic = (
-        cost.make_critic(d, c.hidden, kind=c.kind, fourier=c.fourier_features, fourier_scale=c.fourier_scale)
+        cost.make_critic(
+            d, c.hidden, kind=c.kind, fourier=c.fourier_features, fourier_scale=c.fourier_scale, dtype=dtype
+        )
         if critic_on
         else None
     )
     q = None
     if not goal and (cfg.cost.value_weight or v.weight):
-        q = value.make_value(d, a, v.hidden, v.num_heads, w.activation, scalars.make_head(v.head))
-    pi = policy.make_policy(d, a, pol.hidden, p.activation, goal_conditioned=goal) if pol.enabled else None
+        q = value.make_value(d, a, v.hidden, v.num_heads, w.activation, scalars.make_head(v.head), dtype)
+    pi = policy.make_policy(d, a, pol.hidden, p.activation, goal_conditioned=goal, dtype=dtype) if pol.enabled else None
     planner = make_planner(pl.name, horizon=pl.horizon, action_size=a, **pl.planner_options())
     weights = energy_weights(cfg.cost, critic_on, v.gamma)
     heads = cost.Heads(critic=critic, reward=reward, value=q, policy=pi)

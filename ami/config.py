@@ -297,6 +297,9 @@ class TrainConfig:
 
     A complete checkpoint (parameters, optimisers, key, step, replay) is written every
     `checkpoint_every` updates and at the end; a killed run resumes from the newest one.
+    `compute_dtype: bfloat16` is mixed precision for accelerators: the AMI agent's networks
+    compute in bf16 from float32 parameters (optimiser states float32 too), their outputs and
+    every loss, target and energy in float32. The default float32 is the CPU's.
     """
 
     updates: int = 10000
@@ -306,9 +309,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     chunk: int = 500
     checkpoint_every: int = 4000
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
     def validate(self) -> None:
         check(self.updates >= 1, "updates", "must be >= 1")
+        check(self.compute_dtype in ("float32", "bfloat16"), "compute_dtype", "must be 'float32' or 'bfloat16'")
         check(self.batch_size >= 2, "batch_size", "must be >= 2")
         check(0 < self.learning_rate < float("inf"), "learning_rate", "must be a finite number > 0")
         check(self.chunk >= 1, "chunk", "must be >= 1")

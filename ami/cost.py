@@ -63,6 +63,7 @@ def make_critic(
     embed_size: int = 32,
     fourier: int = 0,
     fourier_scale: float = 1.0,
+    dtype=None,
 ) -> Critic:
     """A goal-conditioned cost-to-go `C(z, g) >= 0`.
 
@@ -72,10 +73,10 @@ def make_critic(
     to the metric critic's input.
     """
     if kind == "metric":
-        return _metric_critic(latent_size, hidden, activation, embed_size, fourier, fourier_scale)
+        return _metric_critic(latent_size, hidden, activation, embed_size, fourier, fourier_scale, dtype)
     if kind != "mlp":
         raise ValueError(f"critic kind must be 'metric' or 'mlp', got {kind!r}")
-    net = nn.mlp(hidden, 1, activation=activation, layer_norm=True)
+    net = nn.mlp(hidden, 1, activation=activation, layer_norm=True, dtype=dtype)
 
     def init(key: jax.Array) -> Params:
         return net.init(key, jnp.zeros(2 * latent_size, jnp.float32))
@@ -94,8 +95,9 @@ def _metric_critic(
     embed_size: int,
     fourier: int = 0,
     fourier_scale: float = 1.0,
+    dtype=None,
 ) -> Critic:
-    psi = nn.mlp(hidden, embed_size, activation=activation, layer_norm=True)
+    psi = nn.mlp(hidden, embed_size, activation=activation, layer_norm=True, dtype=dtype)
     features = nn.fourier_features(latent_size, fourier, fourier_scale)
 
     def init(key: jax.Array) -> Params:

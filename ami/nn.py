@@ -37,16 +37,17 @@ class _MLP(nn.Module):
     out: int
     activation: str
     layer_norm: bool
+    dtype: Any = None  # compute dtype (None: that of the input); parameters stay float32
 
     @nn.compact
     def __call__(self, x):
         act = ACTIVATIONS[self.activation]
         for width in self.hidden:
-            x = nn.Dense(width)(x)
+            x = nn.Dense(width, dtype=self.dtype)(x)
             if self.layer_norm:
-                x = nn.LayerNorm()(x)
+                x = nn.LayerNorm(dtype=self.dtype)(x)
             x = act(x)
-        return nn.Dense(self.out)(x)
+        return nn.Dense(self.out, dtype=self.dtype)(x)
 
 
 def patches_3x3_stride2(x: jax.Array) -> jax.Array:
@@ -134,11 +135,32 @@ def _check_activation(activation: str) -> None:
         raise ValueError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
 
 
-def mlp(hidden: Sequence[int], out: int, activation: str = "mish", layer_norm: bool = True) -> Network:
-    """A multilayer perceptron `[..., I] -> [..., out]` (Dense, optional LayerNorm, activation)."""
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str) -> Any:
+    """The `dtype` of `mlp` for a config's `train.compute_dtype` (None: float32 throughout)."""
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown compute dtype {name!r}; known: {sorted(COMPUTE_DTYPES)}")
+    return COMPUTE_DTYPES[name]
+
+
+def mlp(
+    hidden: Sequence[int], out: int, activation: str = "mish", layer_norm: bool = True, dtype: Any = None
+) -> Network:
+    """A multilayer perceptron `[..., I] -> [..., out]` (Dense, optional LayerNorm, activation).
+
+    `dtype` (e.g. `jnp.bfloat16`): mixed precision, the matmuls and norms computed in `dtype`
+    from float32 parameters, the output cast back to float32; None computes in the input's dtype.
+    """
     _check_activation(activation)
-    module = _MLP(tuple(hidden), int(out), activation, bool(layer_norm))
-    return Network(init=lambda key, x: module.init(key, x)["params"], apply=lambda p, x: module.apply({"params": p}, x))
+    module = _MLP(tuple(hidden), int(out), activation, bool(layer_norm), dtype)
+
+    def apply(p, x):
+        y = module.apply({"params": p}, x)
+        return y if dtype is None else y.astype(jnp.float32)
+
+    return Network(init=lambda key, x: module.init(key, x)["params"], apply=apply)
 
 
 def cnn(channels: Sequence[int], out: int, activation: str = "relu") -> Network:

@@ -36,6 +36,7 @@ def make_perception(
     fourier: int = 0,
     fourier_scale: float = 1.0,
     normalize: bool = False,
+    dtype=None,
 ) -> Perception:
     """An MLP encoder for vector observations, a CNN encoder for `[H, W, C]` images.
 
@@ -49,7 +50,7 @@ def make_perception(
     obs_shape = tuple(int(s) for s in obs_shape)
     features = lambda x: x  # noqa: E731
     if len(obs_shape) == 1:
-        net = nn.mlp(hidden, latent_size, activation=activation, layer_norm=True)
+        net = nn.mlp(hidden, latent_size, activation=activation, layer_norm=True, dtype=dtype)
         features = nn.fourier_features(obs_shape[0], fourier, fourier_scale)
     elif len(obs_shape) == 3:
         net = nn.cnn(channels, latent_size)

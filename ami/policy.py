@@ -41,9 +41,10 @@ def make_policy(
     hidden: Sequence[int] = (256, 256),
     activation: str = "mish",
     goal_conditioned: bool = True,
+    dtype=None,
 ):
     """A deterministic policy `tanh(MLP([z, g]))`, or `tanh(MLP(z))` without a goal."""
-    net = nn.mlp(hidden, action_size, activation=activation, layer_norm=True)
+    net = nn.mlp(hidden, action_size, activation=activation, layer_norm=True, dtype=dtype)
     width = 2 * latent_size if goal_conditioned else latent_size
 
     def init(key: jax.Array) -> Params:

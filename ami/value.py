@@ -44,12 +44,13 @@ def make_value(
     num_heads: int = 2,
     activation: str = "mish",
     head: scalars.ScalarHead | None = None,
+    dtype=None,
 ) -> Value:
     """`num_heads` Q heads `MLP([z, a]) -> head.size`, initialised independently."""
     if num_heads < 1:
         raise ValueError(f"value: num_heads must be >= 1, got {num_heads}")
     head = head or scalars.make_head("twohot")
-    net = nn.mlp(hidden, head.size, activation=activation, layer_norm=True)
+    net = nn.mlp(hidden, head.size, activation=activation, layer_norm=True, dtype=dtype)
 
     def init(key: jax.Array) -> Params:
         x = jnp.zeros(latent_size + action_size, jnp.float32)

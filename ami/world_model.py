@@ -51,10 +51,10 @@ class WorldModel(NamedTuple):
 
 
 def make_world_model(
-    latent_size: int, action_size: int, hidden: Sequence[int] = (256, 256), activation: str = "mish"
+    latent_size: int, action_size: int, hidden: Sequence[int] = (256, 256), activation: str = "mish", dtype=None
 ) -> WorldModel:
     """A residual MLP predictor `z' = z + g([z, a])` with a `lax.scan` rollout."""
-    net = nn.mlp(hidden, latent_size, activation=activation, layer_norm=True)
+    net = nn.mlp(hidden, latent_size, activation=activation, layer_norm=True, dtype=dtype)
 
     def init(key: jax.Array) -> Params:
         return net.init(key, jnp.zeros(latent_size + action_size, jnp.float32))
@@ -218,10 +218,10 @@ class RewardHead(NamedTuple):
 
 
 def make_reward_head(
-    latent_size: int, action_size: int, hidden: Sequence[int], activation: str, head: scalars.ScalarHead
+    latent_size: int, action_size: int, hidden: Sequence[int], activation: str, head: scalars.ScalarHead, dtype=None
 ) -> RewardHead:
     """`r(z_t, a_t)`: an MLP on `[z, a]` with a scalar head (`ami.scalars`)."""
-    net = nn.mlp(hidden, head.size, activation=activation, layer_norm=True)
+    net = nn.mlp(hidden, head.size, activation=activation, layer_norm=True, dtype=dtype)
 
     def out(params: Params, z: jax.Array, a: jax.Array) -> jax.Array:
         lead = jnp.broadcast_shapes(z.shape[:-1], a.shape[:-1])

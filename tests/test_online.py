@@ -306,3 +306,30 @@ def test_a_users_own_reward_env_trains_online(tmp_path, monkeypatch):
     assert saved["mean_return"] == summary["mean_return"]
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any(r["phase"] == "eval" for r in records)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_outputs(tmp_path):
+    """`train.compute_dtype=bfloat16`: the matmuls run in bf16 (the compiled update holds bf16
+    dots), parameters, optimiser states, losses and actions stay float32, and training runs."""
+    from ami import nn as ami_nn
+
+    net = ami_nn.mlp((64, 64), 3, dtype=jnp.bfloat16)
+    ref = ami_nn.mlp((64, 64), 3)
+    x = jax.random.normal(jax.random.key(0), (16, 5))
+    params = ref.init(jax.random.key(1), x)
+    y16, y32 = net.apply(params, x), ref.apply(params, x)
+    assert y16.dtype == jnp.float32 and not np.array_equal(y16, y32)
+    np.testing.assert_allclose(y16, y32, atol=0.1)  # bf16 keeps ~3 significant digits
+    assert "bf16" in jax.jit(net.apply).lower(params, x).as_text()
+
+    cfg = pendulum(*ONLINE, "train.compute_dtype=bfloat16", "online.env_steps=800")
+    summary = run.train(cfg, tmp_path, quiet=True)
+    assert np.isfinite(summary["mean_return"])
+    from ami import checkpoint
+
+    state = checkpoint.restore(tmp_path / "checkpoints")[0]
+    learner = state["agent"]["learner"]
+    dtypes = {x.dtype for x in jax.tree.leaves(learner["params"])} | {
+        x.dtype for x in jax.tree.leaves(learner) if jnp.issubdtype(x.dtype, jnp.floating)
+    }
+    assert dtypes == {np.dtype("float32")}
