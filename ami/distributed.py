@@ -87,14 +87,18 @@ def agent_shardings(state: Any, mesh: Mesh, per_env: bool = True) -> Any:
     return type(state)(**fields)
 
 
+def replay_shardings(r: Any, mesh: Mesh) -> Any:
+    """A replay's streams `[N, C, ...]` split along data; its write head replicated."""
+    return r._replace(data=split(r.data, mesh), position=replicated(mesh), size=replicated(mesh))
+
+
 def online_shardings(o: Any, mesh: Mesh) -> Any:
     """Shardings of the online loop's carry (`ami.online.Online`)."""
-    r = o.replay
     return o._replace(
         agent=agent_shardings(o.agent, mesh),
         states=split(o.states, mesh),
         first=along_data(mesh),
-        replay=r._replace(data=split(r.data, mesh), position=replicated(mesh), size=replicated(mesh)),
+        replay=replay_shardings(o.replay, mesh),
         episode_return=along_data(mesh),
         env_steps=replicated(mesh),
         episodes=replicated(mesh),
@@ -104,10 +108,9 @@ def online_shardings(o: Any, mesh: Mesh) -> Any:
 
 def training_shardings(t: Any, mesh: Mesh) -> Any:
     """Shardings of an offline run's checkpointed state (`ami.run.Training`)."""
-    r = t.replay
     return t._replace(
         agent=agent_shardings(t.agent, mesh, per_env=False),
-        replay=r._replace(data=split(r.data, mesh), position=replicated(mesh), size=replicated(mesh)),
+        replay=replay_shardings(t.replay, mesh),
         updates=replicated(mesh),
     )
 
