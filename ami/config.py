@@ -415,6 +415,23 @@ class DistributedConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LogConfig:
+    """What a run leaves beside `metrics.jsonl` (the record of the run, always written).
+    `tensorboard`: event files in `RUN_DIR/tensorboard` (tags `train/`, `eval/`, `env/`,
+    `plan/`). `wandb`: also to Weights & Biases (the optional `wandb` extra) under `wandb_project`;
+    a missing package or a failing service is a warning, never a stopped run. `report`: `ami train`
+    writes `RUN_DIR/report.html` at the end (`ami report`). A resumed run may change all of these."""
+
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "ami"
+    report: bool = True
+
+    def validate(self) -> None:
+        check(bool(self.wandb_project.strip()), "wandb_project", "must not be empty")
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment: what `ami train CONFIG` runs."""
 
@@ -435,6 +452,7 @@ class ExperimentConfig:
     dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
     brax: BraxConfig = dataclasses.field(default_factory=BraxConfig)
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
 
     def validate(self) -> None:
         check(
@@ -471,6 +489,7 @@ __all__ = [
     "EnvConfig",
     "EvalConfig",
     "ExperimentConfig",
+    "LogConfig",
     "PerceptionConfig",
     "OnlineConfig",
     "PlannerConfig",

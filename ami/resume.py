@@ -93,7 +93,7 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 # Settings a resumed run may change: when and how it is evaluated and checkpointed, never what it trains on.
-RESUME_FREE = ("eval.", "online.eval_every", "online.checkpoint_every", "distributed.")
+RESUME_FREE = ("eval.", "online.eval_every", "online.checkpoint_every", "distributed.", "log.")
 
 
 def check_same_run(cfg: ExperimentConfig, run_dir: Path) -> None:
