@@ -82,7 +82,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{_stem(args.config)}"
     print(f"ami train: run directory {run_dir}", flush=True)
     try:
-        summary = train(cfg, run_dir)
+        summary = train(cfg, run_dir, quiet=args.quiet)
     except PreemptedError as stopped:
         again = shlex.join(["ami", "train", args.config, "--run-dir", str(run_dir), *args.overrides])
         print(f"ami train: stopped by {stopped}; continue with: {again}", flush=True)
@@ -145,19 +145,36 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ami", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    tr = sub.add_parser("train", help="run an experiment config")
+    tr = sub.add_parser(
+        "train",
+        help="run an experiment config",
+        description="Trains and evaluates an experiment into a run directory (config.yaml, metrics.jsonl, "
+        "tensorboard/, checkpoints/, summary.json, report.html). The same command on a run directory that "
+        "holds checkpoints of the same config continues it; SIGTERM or Ctrl-C saves and exits 0.",
+    )
     tr.add_argument("config", help="experiment YAML, e.g. experiments/quickstart.yaml")
     tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. planner.horizon=40")
     tr.add_argument("--run-dir", default=None, help="where to write the run (default runs/<time>-<config>)")
+    tr.add_argument("--quiet", action="store_true", help="print only the summary (no progress bars or lines)")
     tr.set_defaults(func=_cmd_train)
-    ev = sub.add_parser("eval", help="re-evaluate a finished run from its checkpoint")
-    ev.add_argument("run_dir")
+    ev = sub.add_parser(
+        "eval",
+        help="re-evaluate a finished run from its checkpoint",
+        description="Reloads RUN_DIR's newest checkpoint and evaluates the learned controller on the run's "
+        "evaluation episodes (all of eval.controllers with --all), optionally re-planned with other settings.",
+    )
+    ev.add_argument("run_dir", help="a run directory written by `ami train`")
     ev.add_argument("--all", action="store_true", help="every controller in eval.controllers, not only the learned one")
     replan = "planner.*, cost.* or eval.* overrides to re-plan with, e.g. planner.name=cem eval.budget=large"
     ev.add_argument("overrides", nargs="*", help=replan)
     ev.set_defaults(func=_cmd_eval)
-    pl = sub.add_parser("plan", help="planners on the learned vs the true energy of a finished run")
-    pl.add_argument("run_dir")
+    pl = sub.add_parser(
+        "plan",
+        help="planners on the learned vs the true energy of a finished run",
+        description="Runs planners on the learned and the true energy of a finished run: a table, "
+        "landscape.json and figures in RUN_DIR/plan (needs matplotlib: pip install 'ami[plot]').",
+    )
+    pl.add_argument("run_dir", help="a finished run directory written by `ami train`")
     names = "comma-separated planner names (default: every registered one); 'run' is the run's own planner"
     pl.add_argument("--planners", default=None, help=names)
     pl.add_argument("--pairs", type=_positive, default=PLAN_PAIRS, help="start/goal pairs planned and sliced")
@@ -166,12 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     fallback = "planner used by gradient planners where the true gradient is unhealthy (if registered), or 'none'"
     pl.add_argument("--fallback", default="cem", help=fallback)
     pl.set_defaults(func=_cmd_plan)
-    sub.add_parser("envs", help="list environment names").set_defaults(func=_cmd_envs)
-    roll = sub.add_parser("rollout", help="batched random-policy rollout of one environment")
-    roll.add_argument("name", nargs="?", default="two_rooms")
-    roll.add_argument("--num-envs", type=int, default=1024)
-    roll.add_argument("--num-steps", type=int, default=200)
-    roll.add_argument("--seed", type=int, default=0)
+    about_envs = "Lists every environment name `ami train` and `envs.make` accept, with one line each."
+    sub.add_parser("envs", help="list environment names", description=about_envs).set_defaults(func=_cmd_envs)
+    roll = sub.add_parser(
+        "rollout",
+        help="batched random-policy rollout of one environment",
+        description="Steps NUM_ENVS copies of an environment with uniform random actions (jitted, vmapped, "
+        "lax.scan) and prints returns, episodes, success and env steps/s as JSON.",
+    )
+    roll.add_argument("name", nargs="?", default="two_rooms", help="an environment name from `ami envs`")
+    roll.add_argument("--num-envs", type=_positive, default=1024, help="environments stepped in one batch")
+    roll.add_argument("--num-steps", type=_positive, default=200, help="steps per environment")
+    roll.add_argument("--seed", type=int, default=0, help="PRNG seed of resets and actions")
     roll.set_defaults(func=_cmd_rollout)
     return parser
 

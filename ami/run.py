@@ -10,6 +10,7 @@ contract (`ami.agent.Agent`): it never reads which family it runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from ami.configurator import Task, resolve
 from ami.evaluate import CONTROLLERS, evaluate, make_evaluator
 from ami.preemption import StopRequests
 from ami.progress import Progress
-from ami.train import collect, make_train_chunk, to_replay
+from ami.train import check_chunk, check_collected, collect, make_train_chunk, to_replay
 
 
 def make_env(cfg: ExperimentConfig, auto_reset: bool = True) -> envs.Env:
@@ -108,12 +109,13 @@ def _start(cfg, env, agent, run_dir: Path, progress: Progress) -> Training:
         return saved
     k_data, k_init, _ = _keys(cfg)
     t0 = time.perf_counter()
-    buffer = jax.block_until_ready(jax.jit(lambda k: _collect(cfg, env, k))(k_data))
-    if getattr(env, "check_finite", False):
-        envs.check_finite(buffer.data, cfg.env.name)
+    with progress.phase("collect"):
+        buffer = jax.block_until_ready(jax.jit(lambda k: _collect(cfg, env, k))(k_data))
+    strict = cfg.train.strict_finite or getattr(env, "check_finite", False)
+    buffer, nonfinite = check_collected(buffer, cfg.env.name, k_data, strict)  # zeroes NaN/inf unless strict
     env_steps = cfg.data.num_envs * cfg.data.steps_per_env
     progress.say(f"collect: {env_steps} env steps in {time.perf_counter() - t0:.1f} s")
-    progress.log({"phase": "collect", "env_steps": env_steps})
+    progress.log({"phase": "collect", "env_steps": env_steps, **nonfinite})
     state = agent.prepare(agent.init(k_init, 1), buffer)
     return Training(state, buffer, jnp.zeros((), jnp.int32))
 
@@ -159,18 +161,18 @@ def train_model(
     first = int(training.updates) // t.chunk
     last = num_chunks if max_chunks is None else min(num_chunks, first + max_chunks)
     k_train = _keys(cfg)[2]
-    t0, meta = time.perf_counter(), resume.metadata(cfg, agent)
+    meta = resume.metadata(cfg, agent)
     with resume.writer(run_dir) as writer:
         for i in range(first, last):
-            state, metrics = chunk(state, buffer, jax.random.fold_in(k_train, i))
-            metrics = {k: float(v) for k, v in metrics.items()}
+            with progress.phase("compile and first chunk", report=True) if i == first else contextlib.nullcontext():
+                state, metrics = chunk(state, buffer, jax.random.fold_in(k_train, i))
+                metrics = {k: float(v) for k, v in metrics.items()}
             done = (i + 1) * t.chunk
-            rate = (i + 1 - first) * t.chunk / (time.perf_counter() - t0)
             progress.log({"phase": "train", "updates": done, **metrics})  # before the save: see ami.progress
-            progress.say(
-                f"train: {done}/{t.updates} updates ({rate:.0f}/s, ETA {(t.updates - done) / rate:.0f} s) "
-                + _say_metrics(metrics)
-            )
+            steps = f"updates {done - t.chunk}-{done}"
+            key = jax.random.fold_in(k_train, i)
+            check_chunk(metrics, cfg.env.name, t.strict_finite, steps=steps, index=i, key=key)
+            progress.advance("train", done, t.updates, "updates", _say_metrics(metrics))
             training = Training(state, buffer, jnp.asarray(done, jnp.int32))
             save = done % t.checkpoint_every == 0 or i + 1 == last  # the end of this call too
             if save:
@@ -220,9 +222,12 @@ def train_online(
     t0, final, meta = time.perf_counter(), None, resume.metadata(cfg, agent)
     with resume.writer(run_dir) as writer:
         for i in range(first, last):
-            state, stats = chunk(state, jax.random.fold_in(k_train, i))
-            if getattr(env, "check_finite", False):
-                online.raise_if_nonfinite(stats["finite"], cfg.env.name)
+            with progress.phase("compile and first chunk", report=True) if i == first else contextlib.nullcontext():
+                state, stats = chunk(state, jax.random.fold_in(k_train, i))
+                jax.block_until_ready(stats)
+            strict, check_env = cfg.train.strict_finite, getattr(env, "check_finite", False)
+            key = jax.random.fold_in(k_train, i)
+            online.check_chunk(stats, cfg.env.name, s, i, key, strict=strict, check_env=check_env)
             steps = (i + 1) * per_chunk
             record = {
                 "phase": "online",
@@ -235,15 +240,11 @@ def train_online(
             if count:
                 record["train_return"] = float(stats["return_sum"]) / count
             progress.log(record)
-            rate = (i + 1 - first) * per_chunk / elapsed
-            progress.say(
-                f"online: {steps}/{o.env_steps} env steps ({rate:.0f}/s, ETA {(o.env_steps - steps) / rate:.0f} s)"
-                + (f" return {record['train_return']:.1f}" if count else "")
-                + " "
-                + _say_metrics(record)
-            )
+            shown = (f"return {record['train_return']:.1f} " if count else "") + _say_metrics(record)
+            progress.advance("online", min(steps, o.env_steps), o.env_steps, "env steps", shown)
             if _crossed(steps, per_chunk, o.eval_every) or i + 1 == num_chunks:
-                result = evaluator(state.agent, jax.random.key(cfg.eval.seed))["learned"]
+                with progress.phase("evaluate"):
+                    result = evaluator(state.agent, jax.random.key(cfg.eval.seed))["learned"]
                 progress.log({"phase": "eval", "env_steps": steps, "wall_time_train_s": round(elapsed, 1), **result})
                 progress.say(f"eval: {steps} env steps: return {result['return']:.1f} +- {result['return_std']:.1f}")
                 final = result if i + 1 == num_chunks else None
@@ -305,12 +306,13 @@ def train(cfg: ExperimentConfig, run_dir: str | Path, quiet: bool = False, max_c
     _check_replay(cfg, env)
     run_dir = Path(run_dir)
     resume.check_same_run(cfg, run_dir)
+    resume.check_writable(run_dir)  # before anything trains
     writer = distributed.is_writer()  # only process 0 writes logs, config and summary
     run_dir.mkdir(parents=True, exist_ok=True)
     if writer:
         configlib.dump(cfg, run_dir / "config.yaml")
-    progress = Progress(run_dir, quiet or not writer, write=writer)
-    with jax.set_mesh(distributed.make_mesh(cfg.distributed)), StopRequests() as stop:
+    progress = Progress(run_dir, quiet or not writer, write=writer, log_cfg=cfg.log, config=configlib.to_dict(cfg))
+    with progress, jax.set_mesh(distributed.make_mesh(cfg.distributed)), StopRequests() as stop:
         return _train_and_evaluate(cfg, env, agent, run_dir, progress, max_chunks, stop, start)
 
 
@@ -331,7 +333,8 @@ def _train_and_evaluate(cfg, env, agent, run_dir: Path, progress: Progress, max_
     controllers = cfg.eval.controllers
     # the learned controller's last online evaluation ran on these same episodes from the same key
     reuse = {"learned": final} if final is not None and "learned" in controllers else {}
-    rest = evaluate_run(cfg, agent, state, tuple(c for c in controllers if c not in reuse))
+    with progress.phase("evaluate"):
+        rest = evaluate_run(cfg, agent, state, tuple(c for c in controllers if c not in reuse))
     results = {c: reuse.get(c, rest.get(c)) for c in controllers}
     headline = "success_rate" if agent.spec.goal_conditioned else "return"
     progress.say(
