@@ -3,6 +3,7 @@
 ami train CONFIG [key=value ...]   run an experiment into a run directory
 ami eval RUN_DIR                   re-evaluate a finished run from its checkpoint
 ami plan RUN_DIR [options]         planners on the learned vs the true energy: landscape.json and figures
+ami report RUN_DIR [options]       one self-contained HTML page: config, summary, curves, plans, episode videos
 ami envs                           list every environment name `envs.make` accepts
 ami rollout NAME [options]         batched random-policy rollout: returns, success, steps/s
 """
@@ -133,6 +134,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ami.report import write_report
+
+    path = write_report(
+        args.run_dir,
+        out=args.out,
+        episodes=args.episodes,
+        video=not args.no_video,
+        video_format=args.video_format,
+        max_steps=args.max_steps,
+    )
+    print(f"ami report: wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -183,6 +199,23 @@ def build_parser() -> argparse.ArgumentParser:
     fallback = "planner used by gradient planners where the true gradient is unhealthy (if registered), or 'none'"
     pl.add_argument("--fallback", default="cem", help=fallback)
     pl.set_defaults(func=_cmd_plan)
+    rep = sub.add_parser(
+        "report",
+        help="write a self-contained HTML report of a run (RUN_DIR/report.html)",
+        description="Writes one HTML page that loads nothing from the network: the resolved config, the summary "
+        "(or that the run is unfinished), learning curves from metrics.jsonl against env steps or updates and "
+        "against wall-clock time, ami plan's figures when it has run, and clips of evaluation episodes played by "
+        "the agent reloaded from the newest checkpoint (on Two-Rooms with the planner's path drawn over them).",
+    )
+    rep.add_argument("run_dir", help="a run directory written by `ami train` (finished or not)")
+    rep.add_argument("--out", default=None, help="where to write the page (default RUN_DIR/report.html)")
+    rep.add_argument("--episodes", type=_positive, default=2, help="evaluation episodes filmed, batched (default 2)")
+    rep.add_argument("--no-video", action="store_true", help="no clips: the page without reloading the agent")
+    formats = "clip format: webm (VP9, needs imageio-ffmpeg), webp or gif (Pillow); auto: webm if installed, else webp"
+    rep.add_argument("--video-format", default="auto", choices=("auto", "webm", "webp", "gif"), help=formats)
+    steps = "cut the filmed episodes to this many agent steps (default: the whole episode)"
+    rep.add_argument("--max-steps", type=_positive, default=None, help=steps)
+    rep.set_defaults(func=_cmd_report)
     about_envs = "Lists every environment name `ami train` and `envs.make` accept, with one line each."
     sub.add_parser("envs", help="list environment names", description=about_envs).set_defaults(func=_cmd_envs)
     roll = sub.add_parser(
