@@ -144,6 +144,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         video=not args.no_video,
         video_format=args.video_format,
         max_steps=args.max_steps,
+        clips_dir=args.clips,
     )
     print(f"ami report: wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--video-format", default="auto", choices=("auto", "webm", "webp", "gif"), help=formats)
     steps = "cut the filmed episodes to this many agent steps (default: the whole episode)"
     rep.add_argument("--max-steps", type=_positive, default=None, help=steps)
+    rep.add_argument("--clips", default=None, help="also save each clip as a file in this folder (episode_<i>.<fmt>)")
     rep.set_defaults(func=_cmd_report)
     about_envs = "Lists every environment name `ami train` and `envs.make` accept, with one line each."
     sub.add_parser("envs", help="list environment names", description=about_envs).set_defaults(func=_cmd_envs)

@@ -124,9 +124,14 @@ def test_page_loads_nothing(page):
 def test_webm_clip(run_dir, tmp_path):
     if not video.has_webm():
         pytest.skip("imageio-ffmpeg is not installed (pip install 'ami[video]')")
-    text = write_report(run_dir, out=tmp_path / "r.html", episodes=2, max_steps=8, video_format="webm").read_text()
+    path = write_report(
+        run_dir, out=tmp_path / "r.html", episodes=2, max_steps=8, video_format="webm", clips_dir=tmp_path
+    )
+    text = path.read_text()
     assert text.count('<video class="clip"') == 2
     assert clip_bytes(text, "video/webm")[:4] == b"\x1a\x45\xdf\xa3"  # the EBML header of a WebM file
+    assert (tmp_path / "episode_0.webm").read_bytes() == clip_bytes(text, "video/webm")
+    assert (tmp_path / "episode_1.webm").exists()
 
 
 def test_unfinished_run_says_so(run_dir, tmp_path):
@@ -155,6 +160,12 @@ def test_plan_figures_are_embedded(run_dir, tmp_path):
     assert "data:image/png;base64," + base64.b64encode(png.getvalue()).decode() in text
     assert "<td>cem</td><td>0.5</td><td>0.75</td>" in text and 'id="no-plan"' not in text
     assert 'id="no-video">No video: not asked for' in text
+
+
+def test_plan_figures_are_those_ami_plan_writes():
+    from ami.diagnostics import plots
+
+    assert list(rundir.PLAN_FIGURES) == list(plots.FIGURES)
 
 
 def test_cli_report(run_dir, tmp_path, capsys):
@@ -266,6 +277,33 @@ def test_planar_frames_draw_agent_goal_and_wall():
     assert tuple(frames[0, ay, ax]) == draw.AGENT and tuple(frames[1, ay, ax]) != draw.AGENT  # the agent moved
     assert tuple(frames[0, gy, gx]) == (205, 235, 205)  # inside the goal disc
     assert tuple(frames[0, wy, wx]) == draw.WALL and tuple(frames[0, px([0.0, 0.0])[1], wx]) == draw.BACKGROUND
+
+
+def test_pendulum_frames_put_the_bob_where_the_angle_says():
+    frames = draw.pendulum_frames(np.array([0.0, np.pi / 2]), size=100)
+    centre, length = 50, 0.38 * 100
+    assert tuple(frames[0, round(centre - length), centre]) == draw.AGENT  # upright: the bob above the pivot
+    assert tuple(frames[1, centre, round(centre + length)]) == draw.AGENT  # a quarter turn: to the right
+    assert tuple(frames[1, round(centre - length), centre]) != draw.AGENT
+
+
+def test_scenes_of_the_native_envs():
+    import envs
+    from ami.report import scenes
+
+    kinds = {name: scenes.scene_for(envs.make(name)) for name in ("two_rooms", "point_mass", "pendulum")}
+    assert {k: s.kind for k, s in kinds.items()} == {
+        "two_rooms": "two_rooms",
+        "point_mass": "point_mass",
+        "pendulum": "pendulum",
+    }
+    assert kinds["two_rooms"].planar is not None and kinds["pendulum"].planar is None
+    assert kinds["pendulum"].fps == pytest.approx(20.0)  # dt 0.05 s
+    state = envs.make("point_mass").reset(jax.random.key(0))
+    planar = kinds["point_mass"].planar
+    np.testing.assert_array_equal(planar.goal(state), state.info[envs.GOAL_OBS][:2])
+    np.testing.assert_array_equal(planar.observe(jnp.array([0.25, -0.5])), [0.25, -0.5, 0.0, 0.0])
+    assert scenes.scene_for(object()) is None
 
 
 def test_clips_decode_back():

@@ -92,15 +92,21 @@ def planar_frames(
             keep = slice(None) if plan_valid is None else np.asarray(plan_valid[t], bool)
             if true_plan is not None:
                 path = np.concatenate([positions[t : t + 1], to_pixels(true_plan[t][keep], size)])
-                _line(draw, path, TRUE_PLAN, 2)
+                _line(draw, path, TRUE_PLAN, 3)
             if imagined is not None:
                 for p in to_pixels(imagined[t][keep], size):
                     _disc(draw, p, 2.5, fill=IMAGINED)
         _disc(draw, positions[t], 5.0, fill=AGENT)
         if labels is not None:
-            draw.text((6, 4), labels[t], fill=(20, 20, 20), font=font)
+            _label(draw, labels[t], font)
         frames.append(np.asarray(image))
     return np.stack(frames)
+
+
+def _label(draw: ImageDraw.ImageDraw, text: str, font) -> None:
+    """`text` on a white box in the top-left corner."""
+    draw.rectangle([2, 2, 10 + int(draw.textlength(text, font=font)), 20], fill=(255, 255, 255))
+    draw.text((6, 4), text, fill=(20, 20, 20), font=font)
 
 
 def label_frames(frames: np.ndarray, labels: Sequence[str]) -> np.ndarray:
@@ -108,9 +114,7 @@ def label_frames(frames: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     font, out = _font(), []
     for frame, text in zip(frames, labels, strict=True):
         image = Image.fromarray(np.asarray(frame, np.uint8))
-        draw = ImageDraw.Draw(image)
-        draw.rectangle([0, 0, 8 + int(draw.textlength(text, font=font)), 20], fill=(255, 255, 255))
-        draw.text((4, 3), text, fill=(20, 20, 20), font=font)
+        _label(ImageDraw.Draw(image), text, font)
         out.append(np.asarray(image))
     return np.stack(out)
 
@@ -129,6 +133,6 @@ def pendulum_frames(theta: np.ndarray, labels: Sequence[str] | None = None, size
         _disc(draw, tip, 10.0, fill=AGENT)
         _disc(draw, centre, 4.0, fill=WALL)
         if labels is not None:
-            draw.text((6, 4), labels[t], fill=(20, 20, 20), font=font)
+            _label(draw, labels[t], font)
         frames.append(np.asarray(image))
     return np.stack(frames)

@@ -3,8 +3,9 @@
 The episodes start from the first `N` start states of the run's evaluation (`eval.seed`, drawn
 as `ami.evaluate.run_episodes` draws its `E = eval.episodes`: `reset(k)` for `k in
 split(k_reset, E)[:N]`) and act with the learned controller (`agent.act`, jitted, batched).
-The planner's noise comes from per-step keys split for `N` envs, so the actions need not be
-those of the evaluation in `summary.json`.
+With `N = E` these are the evaluation's episodes exactly (same keys, same actions: the same
+returns and successes as `run_episodes`); with fewer, the planner's noise comes from per-step
+keys split for `N` envs, so the actions may differ from the evaluation's in `summary.json`.
 
 Per step the recording keeps the scene's snapshot of the state (the start state included),
 the reward, success and distance where the env measures them, and, for the AMI agent, the

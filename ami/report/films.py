@@ -166,7 +166,9 @@ def film_run(
     )
     rec = recorder(state, jax.random.key(cfg.eval.seed))
     t_record = time.perf_counter() - t0
-    overlay, about = None, {"env": cfg.env.name, "episodes": episodes_n, "steps": steps, "record_s": t_record}
+    about = {"env": cfg.env.name, "episodes": episodes_n, "steps": steps, "record_s": t_record}
+    about["same_as_eval"] = episodes_n == cfg.eval.episodes and steps == cfg.env.episode_length
+    overlay = None
     text = ""
     if rec.imagined is not None:
         overlay = _planar_overlay(agent, state, scene, rec)

@@ -86,7 +86,7 @@ def _esc(value: Any) -> str:
 
 def _num(value: Any) -> str:
     if isinstance(value, bool) or value is None:
-        return "-" if value is None else str(value)
+        return "-" if value is None else ("yes" if value else "no")
     if isinstance(value, float):
         return "-" if not math.isfinite(value) else f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
     return _esc(value)
@@ -150,9 +150,14 @@ def films_section(films: Films | None, why_not: str) -> str:
         note = why_not or (films.note if films is not None else "")
         return "".join([*parts, f'<p class="warn" id="no-video">No video: {_esc(note)}</p>'])
     about = films.about
+    which = (
+        "the evaluation's episodes exactly (eval.seed)"
+        if about["same_as_eval"]
+        else f"the first {about['episodes']} of the evaluation's start states (eval.seed; the planner's noise "
+        "is drawn for this smaller batch, so actions may differ from the evaluation's)"
+    )
     parts.append(
-        f'<p class="muted">The learned controller on the first {about["episodes"]} of the evaluation\'s start states '
-        f"(eval.seed; planner noise differs from the evaluation's batch), {about['steps']} steps each; frames "
+        f'<p class="muted">The learned controller on {_esc(which)}, {about["steps"]} steps each; frames '
         f"{_esc(about['renderer'])}, {about['fps']:g} frames/s, {_esc(about['format'])}; recorded in "
         f"{about['record_s']:.1f} s (compile included), drawn and encoded in {about['render_s']:.1f} s.</p>"
     )

@@ -27,6 +27,7 @@ def write_report(
     video_format: str = "auto",
     max_steps: int | None = None,
     loaded: tuple[Any, Any, Any] | None = None,
+    clips_dir: str | Path | None = None,
 ) -> Path:
     """Writes the report of the run in `run_dir` to `out` (default `RUN_DIR/report.html`); returns its path.
 
@@ -36,6 +37,7 @@ def write_report(
       video_format: `auto` (WebM when imageio-ffmpeg is installed, else WebP), `webm`, `webp` or `gif`.
       max_steps: cut the filmed episodes to this many steps (default: the env's episode length).
       loaded: `(cfg, agent, agent_state)` of the trained run, saving a reload from the checkpoint.
+      clips_dir: also write each clip there as a file (`episode_<i>.<format>`).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -47,10 +49,22 @@ def write_report(
         why_not = "not asked for (--no-video)"
     else:
         films, why_not = _films(run_dir, episodes, video_format, max_steps, loaded)
+    if clips_dir is not None and films is not None:
+        save_clips(films, Path(clips_dir))
     path = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page.render(run, films, why_not))
     return path
+
+
+def save_clips(films: Films, folder: Path) -> list[Path]:
+    """Writes each clip of `films` to `folder/episode_<i>.<format>`; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, film in enumerate(films.films):
+        paths.append(folder / f"episode_{i}.{film.clip.format}")
+        paths[-1].write_bytes(film.clip.data)
+    return paths
 
 
 def _films(run_dir, episodes: int, video_format: str, max_steps, loaded) -> tuple[Films | None, str]:
