@@ -10,6 +10,7 @@ complete config; the resolved config is what a run saves.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 from ami import actor, configlib, family, scalars
@@ -300,6 +301,16 @@ class TrainConfig:
     `compute_dtype: bfloat16` is mixed precision for accelerators: the AMI agent's networks
     compute in bf16 from float32 parameters (optimiser states float32 too), their outputs and
     every loss, target and energy in float32. The default float32 is the CPU's.
+
+    Non-finite values are counted, not raised: a NaN or inf in the env's observations or
+    rewards is zeroed before it is stored (metrics `nonfinite_obs`, `nonfinite_rewards`), an
+    update whose gradients or new parameters are not finite is skipped (`nonfinite_updates`),
+    and a re-plan that finds no finite energy keeps the planner's finite starting plan
+    (`nonfinite_plans`); each count is per chunk in `metrics.jsonl` (the collect row for the
+    offline data). `strict_finite: true` stops the run at the first one instead, with a
+    `FloatingPointError` naming the env, the step (env step or updates) and the chunk's PRNG
+    key (envs made from `package.module:factory` always stop at non-finite env data; see
+    `envs.make(check_finite=)`). A resumed run may change `strict_finite`.
     """
 
     updates: int = 10000
@@ -310,16 +321,21 @@ class TrainConfig:
     chunk: int = 500
     checkpoint_every: int = 4000
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    strict_finite: bool = False
 
     def validate(self) -> None:
         check(self.updates >= 1, "updates", "must be >= 1")
         check(self.compute_dtype in ("float32", "bfloat16"), "compute_dtype", "must be 'float32' or 'bfloat16'")
         check(self.batch_size >= 2, "batch_size", "must be >= 2")
-        check(0 < self.learning_rate < float("inf"), "learning_rate", "must be a finite number > 0")
+        finite = math.isfinite
+        lr = self.learning_rate
+        check(finite(lr) and lr > 0, "learning_rate", f"must be a finite number > 0, got {lr}")
         check(self.chunk >= 1, "chunk", "must be >= 1")
         check(self.updates % self.chunk == 0, "updates", f"must be a multiple of train.chunk ({self.chunk})")
-        check(self.grad_clip > 0, "grad_clip", "must be > 0")
-        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        clip = self.grad_clip
+        check(finite(clip) and clip > 0, "grad_clip", f"must be a finite number > 0, got {clip}")
+        wd = self.weight_decay
+        check(finite(wd) and wd >= 0, "weight_decay", f"must be a finite number >= 0, got {wd}")
         check(
             self.checkpoint_every >= 1 and self.checkpoint_every % self.chunk == 0,
             "checkpoint_every",
@@ -463,6 +479,16 @@ class ExperimentConfig:
         steps = self.data.steps_per_env
         if steps is None:
             return
+        batch_key, batch = ("dreamer.batch_size", self.dreamer.batch_size)
+        if self.agent.name != "dreamer":
+            batch_key, batch = ("train.batch_size", self.train.batch_size)
+        held = self.data.num_envs * steps
+        check(
+            held >= batch,
+            "data.steps_per_env",
+            f"the replay holds data.num_envs x data.steps_per_env = {self.data.num_envs} x {steps} = {held} "
+            f"transitions, fewer than one batch ({batch_key} = {batch}): raise either, or lower {batch_key}",
+        )
         check(
             self.world_model.prediction_horizon <= steps,
             "world_model.prediction_horizon",

@@ -214,7 +214,14 @@ def _exact(tp: type, value: Any, key: str) -> Any:
     return value
 
 
+# NaN and infinity as YAML 1.2 writes them (`.nan`, `.inf`) are floats already; these spellings
+# are read as floats too, so a section's `validate` can say why the value is impossible.
+_NONFINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
 def _float(tp: type, value: Any, key: str) -> float:
+    if isinstance(value, str) and value.strip().lower() in _NONFINITE:
+        return float(value.strip().lower().replace("+", ""))
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _mismatch(key, tp, value)
     return float(value)

@@ -11,6 +11,10 @@ One `update` is a gradient step of
   on the value critic at its action (`policy.objective`).
 
 Each loss receives its own config section (`UpdateSettings`), never the whole experiment.
+
+Every optimiser step goes through `finite_step`: a step whose gradient or new parameters hold
+a NaN or inf is skipped (parameters and optimiser state unchanged, slow targets follow the
+unchanged parameters), and the update's metric `nonfinite_updates` is 1.0 (else 0.0).
 """
 
 from __future__ import annotations
@@ -87,6 +91,30 @@ def make_optimizer(t: config.TrainConfig) -> optax.GradientTransformation:
         optax.clip_by_global_norm(t.grad_clip),
         optax.adamw(t.learning_rate, weight_decay=t.weight_decay, mask=decayed),
     )
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """bool `[]`: every floating leaf of `tree` is free of NaN and inf (True for a tree without one)."""
+    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.ones((), jnp.bool_)
+
+
+def finite_step(tx: optax.GradientTransformation, grads: Any, opt_state: Any, params: Any):
+    """One step of `tx`, skipped unless finite: `(params, opt_state, finite)`.
+
+    `optax.apply_if_finite` with no tolerated steps, except that the optimiser state keeps
+    its structure (checkpoints written before this guard still restore): when `grads` or the
+    updated parameters hold a NaN or inf, `params` and `opt_state` come back unchanged and
+    `finite` (bool `[]`) is False.
+    """
+    updates, new_state = tx.update(grads, opt_state, params)
+    new = optax.apply_updates(params, updates)
+    finite = all_finite(grads) & all_finite(new)
+
+    def keep(a, b):
+        return jnp.where(finite, a, b)
+
+    return jax.tree.map(keep, new, params), jax.tree.map(keep, new_state, opt_state), finite
 
 
 def model_part(params: Params) -> Params:
@@ -169,10 +197,9 @@ def _model_update(m: Modules, s: UpdateSettings, learner: Learner, batch: Update
     tx = make_optimizer(s.train)
     params = model_part(learner.params)
     (_, metrics), grads = jax.value_and_grad(partial(_model_loss, m, s, learner, batch, key), has_aux=True)(params)
-    updates, opt_state = tx.update(grads, learner.model_opt, params)
-    params = optax.apply_updates(params, updates)
+    params, opt_state, finite = finite_step(tx, grads, learner.model_opt, params)
     metrics["model_grad_norm"] = optax.global_norm(grads)
-    return params, opt_state, metrics
+    return params, opt_state, metrics, finite
 
 
 def _critic_update(m: Modules, s: UpdateSettings, learner: Learner, params: Params, batch: UpdateBatch, key):
@@ -198,9 +225,8 @@ def _critic_update(m: Modules, s: UpdateSettings, learner: Learner, params: Para
         )
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(learner.params.critic)
-    updates, opt_state = tx.update(grads, learner.critic_opt, learner.params.critic)
-    new = optax.apply_updates(learner.params.critic, updates)
-    return new, opt_state, perception.ema_update(learner.target_critic, new, c.target_tau), metrics
+    new, opt_state, finite = finite_step(tx, grads, learner.critic_opt, learner.params.critic)
+    return new, opt_state, perception.ema_update(learner.target_critic, new, c.target_tau), metrics, finite
 
 
 def _policy_starts(m: Modules, s: UpdateSettings, params: Params, batch: UpdateBatch):
@@ -227,16 +253,16 @@ def _policy_update(m: Modules, s: UpdateSettings, learner: Learner, params: Para
         return policy.policy_loss(p, m.policy, predict, energy, z0, goal, s.horizon)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(learner.params.policy)
-    updates, opt_state = tx.update(grads, learner.policy_opt, learner.params.policy)
-    return optax.apply_updates(learner.params.policy, updates), opt_state, metrics
+    return (*finite_step(tx, grads, learner.policy_opt, learner.params.policy), metrics)
 
 
 def update(m: Modules, s: UpdateSettings, state: AgentState, batch: UpdateBatch) -> tuple[AgentState, dict]:
     """One gradient step of the world model (JEPA loss, and the reward and value heads on reward
-    tasks) and, where enabled, of the goal critic and the policy."""
+    tasks) and, where enabled, of the goal critic and the policy; each part's step is skipped
+    when it is not finite (`finite_step`), and `metrics["nonfinite_updates"]` says whether any was."""
     learner = state.learner
     key, k_model, k_critic = jax.random.split(learner.key, 3)
-    model, model_opt, metrics = _model_update(m, s, learner, batch, k_model)
+    model, model_opt, metrics, finite = _model_update(m, s, learner, batch, k_model)
     params = learner.params._replace(
         encoder=model.encoder, predictor=model.predictor, inverse=model.inverse, reward=model.reward, value=model.value
     )
@@ -246,12 +272,13 @@ def update(m: Modules, s: UpdateSettings, state: AgentState, batch: UpdateBatch)
         target_value = perception.ema_update(learner.target_value, model.value, s.value.target_tau)
     critic_opt, target_critic = learner.critic_opt, learner.target_critic
     if m.critic is not None:
-        critic, critic_opt, target_critic, critic_metrics = _critic_update(m, s, learner, params, batch, k_critic)
-        params, metrics = params._replace(critic=critic), {**metrics, **critic_metrics}
+        critic, critic_opt, target_critic, critic_metrics, ok = _critic_update(m, s, learner, params, batch, k_critic)
+        params, metrics, finite = params._replace(critic=critic), {**metrics, **critic_metrics}, finite & ok
     policy_opt = learner.policy_opt
     if m.policy is not None:
-        pi, policy_opt, policy_metrics = _policy_update(m, s, learner, params, batch)
-        params, metrics = params._replace(policy=pi), {**metrics, **policy_metrics}
+        pi, policy_opt, ok, policy_metrics = _policy_update(m, s, learner, params, batch)
+        params, metrics, finite = params._replace(policy=pi), {**metrics, **policy_metrics}, finite & ok
+    metrics["nonfinite_updates"] = 1.0 - finite.astype(jnp.float32)
     learner = Learner(
         params, target_encoder, target_critic, model_opt, critic_opt, key, learner.step + 1, policy_opt, target_value
     )

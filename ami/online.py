@@ -11,7 +11,15 @@ decision is
 and at the decision that ends the seed steps, before the first update, `agent.prepare` sees the
 seed transitions (an encoder that standardises observations takes their statistics there)
 
-so the host loop only evaluates, logs and checkpoints between chunks. Everything the loop
+so the host loop only evaluates, logs and checkpoints between chunks.
+
+Non-finite values never reach the agent: a transition whose observations or reward hold a NaN
+or inf is stored with them zeroed (`ami.train.sanitize`), the agent sees the same zeroed
+observation, and an action that is not finite is replaced by 0. Each chunk counts what
+happened in its metrics: `nonfinite_obs`, `nonfinite_rewards` (transitions),
+`nonfinite_plans` (per env and decision: a re-plan that found no finite energy, or an action
+that was not finite) and `nonfinite_updates` (skipped updates, `ami.learner.finite_step`);
+`check_chunk` stops the run at the first one with `train.strict_finite`. Everything the loop
 carries is in `Online` (agent state with its memories, env states, replay with its write
 head, episode returns, counters), so a checkpoint of it continues bit for bit: chunk `i`
 always draws from `fold_in(key, i)`. Steps are counted as env (control) steps, the action
@@ -26,9 +34,9 @@ import jax
 import jax.numpy as jnp
 
 import envs
-from ami import distributed, replay
+from ami import distributed, replay, train
 from ami.evaluate import observe
-from ami.train import empty_replay, transition
+from ami.train import NONFINITE, empty_replay, transition
 
 
 class Online(NamedTuple):
@@ -88,7 +96,7 @@ def _updates(agent, num: int, agent_state, buffer, key):
         return agent.update(state, distributed.constrain_batch(agent.sample(buffer, k)))
 
     state, metrics = jax.lax.scan(one, agent_state, jax.random.split(key, num))
-    return state, jax.tree.map(jnp.mean, metrics)
+    return state, train.reduce_chunk(metrics)
 
 
 def make_chunk(agent, env: envs.Env, s: Settings, shardings=None):
@@ -97,9 +105,12 @@ def make_chunk(agent, env: envs.Env, s: Settings, shardings=None):
     `shardings` (`ami.distributed.online_shardings`) pins the returned carry's placement to that
     of the carry passed in, so the next chunk does not retrace.
 
-    `stats` holds the chunk's mean update metrics (over the decisions that updated), the sum
-    and count of the episode returns finished in it, and `finite`: per transition field,
-    whether every value of the chunk was finite (the boundary check of `envs.check_finite`).
+    `stats` holds the chunk's mean update metrics (over the decisions that updated; the
+    `nonfinite_*` counts summed, with those of the env data and the plans added), the sum and
+    count of the episode returns finished in it, `finite`: per transition field, whether every
+    value of the chunk was finite (the boundary check of `envs.check_finite`), and
+    `first_nonfinite`: the env-step counter after the first decision whose transitions held a
+    NaN or inf (-1 when none did).
     """
     goal_task = agent.spec.goal_conditioned
     per_decision = s.num_envs * s.action_repeat
@@ -111,19 +122,28 @@ def make_chunk(agent, env: envs.Env, s: Settings, shardings=None):
 
     def decide(o: Online, key):
         k_act, k_noise = jax.random.split(key)
-        agent_state, action, _ = agent.act(o.agent, observe(o.states, o.first, goal_task), k_act)
-        noisy = action + s.noise * jax.random.normal(k_noise, action.shape)
-        return agent_state, jnp.clip(noisy, -1.0, 1.0)
+        step = observe(o.states, o.first, goal_task)
+        fixed = train.zero_nonfinite((step.obs, step.reward, step.goal))
+        step = step._replace(obs=fixed[0], reward=fixed[1], goal=fixed[2])
+        agent_state, action, info = agent.act(o.agent, step, k_act)
+        bad = ~jnp.all(jnp.isfinite(action).reshape(s.num_envs, -1), axis=-1)
+        if "plan_energy" in info and "replanned" in info:
+            bad = bad | (info["replanned"] & ~jnp.isfinite(info["plan_energy"]))
+        noisy = train.zero_nonfinite(action) + s.noise * jax.random.normal(k_noise, action.shape)
+        return agent_state, jnp.clip(noisy, -1.0, 1.0), jnp.sum(bad).astype(jnp.float32)
 
     def explore(o: Online, key):
-        return o.agent, jax.random.uniform(key, (s.num_envs, env.action_size), minval=-1.0, maxval=1.0)
+        action = jax.random.uniform(key, (s.num_envs, env.action_size), minval=-1.0, maxval=1.0)
+        return o.agent, action, jnp.zeros((), jnp.float32)
 
     def body(o: Online, key):
         k_decide, k_update = jax.random.split(key)
         seeding = o.env_steps < s.seed_steps
-        agent_state, action = jax.lax.cond(seeding, explore, decide, o, k_decide)
+        agent_state, action, bad_plans = jax.lax.cond(seeding, explore, decide, o, k_decide)
         nxt = jax.vmap(env.step)(o.states, action)
-        tr = transition(o.states, action, nxt)
+        raw = transition(o.states, action, nxt)
+        tr = train.sanitize(raw)
+        health = {**train.nonfinite_counts(raw), "nonfinite_plans": bad_plans}
         buffer = replay.add(o.replay, jax.tree.map(lambda x: x[None], tr))
         env_steps = o.env_steps + per_decision
         learn = (env_steps >= s.seed_steps) & (s.updates > 0)
@@ -150,7 +170,9 @@ def make_chunk(agent, env: envs.Env, s: Settings, shardings=None):
             "learned": learn.astype(jnp.float32),
             "return_sum": jnp.sum(jnp.where(ended, ret, 0.0)),
             "return_count": jnp.sum(ended.astype(jnp.int32)),
-            "finite": envs.finite_flags(tr),
+            "finite": envs.finite_flags(raw),
+            "health": health,
+            "env_steps": env_steps,
         }
         o = Online(
             agent_state,
@@ -170,9 +192,14 @@ def make_chunk(agent, env: envs.Env, s: Settings, shardings=None):
             o = jax.lax.with_sharding_constraint(o, shardings)
         weight = out["learned"]
         count = jnp.maximum(jnp.sum(weight), 1.0)
-        metrics = jax.tree.map(lambda x: jnp.sum(x * weight) / count, out["metrics"])
+        metrics = {
+            k: jnp.sum(x * weight) if k.startswith(NONFINITE) else jnp.sum(x * weight) / count
+            for k, x in out["metrics"].items()
+        }
+        bad = ~jnp.all(jnp.stack(jax.tree.leaves(out["finite"])), axis=0)  # [chunk]: a decision's data held NaN/inf
         stats = {
-            "metrics": metrics,
+            "metrics": {**metrics, **{k: jnp.sum(v) for k, v in out["health"].items()}},
+            "first_nonfinite": jnp.where(jnp.any(bad), out["env_steps"][jnp.argmax(bad)], -1),
             "updates": jnp.sum(weight) * s.updates,
             "return_sum": jnp.sum(out["return_sum"]),
             "return_count": jnp.sum(out["return_count"]),
@@ -183,10 +210,27 @@ def make_chunk(agent, env: envs.Env, s: Settings, shardings=None):
     return jax.jit(run, donate_argnums=0)
 
 
-def raise_if_nonfinite(finite: dict, name: str) -> None:
-    """Host side: `FloatingPointError` naming every transition field a chunk saw a NaN or inf in."""
+def raise_if_nonfinite(finite: dict, name: str, where: str | None = None) -> None:
+    """Host side: `FloatingPointError` naming every transition field a chunk saw a NaN or inf in
+    (and `where`: the step and the key, when given)."""
     bad = [field for field, ok in jax.device_get(finite).items() if not bool(ok)]
     if bad:
+        context = f"{where}; " if where else ""
         raise FloatingPointError(
-            f"env {name!r} produced non-finite values in {', '.join(bad)} (checked once per online chunk)"
+            f"env {name!r} produced non-finite values in {', '.join(bad)} ({context}checked once per online chunk)"
         )
+
+
+def check_chunk(
+    stats: dict, name: str, s: Settings, index: int, key: jax.Array, *, strict: bool, check_env: bool
+) -> None:
+    """Host side, after chunk `index` (drawn from `key`): `FloatingPointError` when its env data
+    held a NaN or inf (with `check_env`, the env's `check_finite`, or `strict`), naming the fields
+    and the env step; with `strict` (`train.strict_finite`) also at any other `nonfinite_*` count
+    (skipped updates, plans without a finite energy). Messages name env `name`, the step and the key."""
+    if (check_env or strict) and not all(bool(ok) for ok in jax.device_get(stats["finite"]).values()):
+        where = f"at env step {int(stats['first_nonfinite'])}, chunk {index}, key {train.describe_key(key)}"
+        raise_if_nonfinite(stats["finite"], name, where)
+    per_chunk = s.chunk * s.num_envs * s.action_repeat
+    steps = f"env steps {index * per_chunk}-{(index + 1) * per_chunk}"
+    train.check_chunk(stats["metrics"], name, strict, steps=steps, index=index, key=key)

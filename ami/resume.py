@@ -4,11 +4,13 @@ resumed, the rewind of its log, and stopping on request.
 A checkpoint's metadata holds the resolved config and the env sizes it was made for. Resuming
 refuses another config (up to `RESUME_FREE` settings) and other env sizes, naming what differs;
 restores the newest readable step (damaged newer steps are set aside, `ami.checkpoint`); and
-rewinds `metrics.jsonl` to it (`ami.progress`).
+rewinds `metrics.jsonl` to it (`ami.progress`). `check_writable` refuses, before anything
+trains, a run directory whose checkpoints cannot be written.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,25 @@ def _check_spec(run_dir: Path, agent: Agent, env_name: str) -> None:
         )
 
 
+def check_writable(run_dir: Path) -> None:
+    """`ConfigError` naming the path when `run_dir/checkpoints` cannot be created or written (a
+    path under a regular file, a read-only disk, missing permissions), before anything trains.
+
+    Tested by writing and removing a small file, so it holds for root too (whom permission bits
+    do not stop)."""
+    target = run_dir / "checkpoints"
+    probe = target / f".ami-write-test-{os.getpid()}"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise configlib.ConfigError(
+            f"cannot write checkpoints to {target} ({reason}: {err.filename or target}); pass another --run-dir"
+        ) from None
+
+
 def stop_if_requested(
     stop: StopRequests, writer: checkpoint.Writer, saved: bool, step: int, state, meta, progress
 ) -> None:
@@ -92,8 +113,9 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# Settings a resumed run may change: when and how it is evaluated and checkpointed, never what it trains on.
-RESUME_FREE = ("eval.", "online.eval_every", "online.checkpoint_every", "distributed.", "log.")
+# Settings a resumed run may change: when and how it is evaluated and checkpointed, whether it
+# stops at a non-finite value (`train.strict_finite`), never what it trains on.
+RESUME_FREE = ("eval.", "online.eval_every", "online.checkpoint_every", "distributed.", "log.", "train.strict_finite")
 
 
 def check_same_run(cfg: ExperimentConfig, run_dir: Path) -> None:

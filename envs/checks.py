@@ -11,6 +11,10 @@ planner's energy: `finite_flags(tree)` (pure, jittable) reduces a state or traje
 one "all finite" flag per field, and `check_finite(tree, name)` (host side) raises
 `FloatingPointError` naming every field that holds a NaN or inf. `SpecCheck.check_finite`
 records whether the env asked for that check (on for user envs from `envs.make`).
+
+`check_step_spec(before, after, name)` (trace time, used by `envs.Canonical` on every step)
+raises a `ValueError` naming both shapes and dtypes when a step returns an obs, reward or done
+unlike the state it stepped, i.e. unlike what `reset` gave.
 """
 
 from __future__ import annotations
@@ -153,12 +157,13 @@ def finite_flags(tree) -> dict[str, jax.Array]:
     return _all_finite(_checked_fields(tree))
 
 
-def check_finite(tree, name: str = "env") -> None:
+def check_finite(tree, name: str = "env", where: str | None = None) -> None:
     """Raises `FloatingPointError` naming every field of `tree` holding a NaN or inf.
 
     Host side: call it on concrete arrays outside `jit` (once per rollout chunk), never
     inside a step or a planner's energy; inside traced code use `finite_flags`. `tree` is
-    what `finite_flags` takes; `name` is the env's name for the message. Only the scalar
+    what `finite_flags` takes; `name` is the env's name for the message, `where` (optional)
+    says where in the run the values came from (the step and the key). Only the scalar
     flags leave the device.
     """
     fields = _checked_fields(tree)
@@ -170,9 +175,46 @@ def check_finite(tree, name: str = "env") -> None:
     flags = jax.device_get(_all_finite_jit(fields))
     bad = [field for field, ok in flags.items() if not bool(ok)]
     if bad:
+        context = f"{where}; " if where else ""
         raise FloatingPointError(
-            f"env {name!r} produced non-finite values in {', '.join(bad)} (checked once per rollout chunk)"
+            f"env {name!r} produced non-finite values in {', '.join(bad)} ({context}checked once per rollout chunk)"
         )
+
+
+def _spec(x) -> str:
+    return f"shape {list(getattr(x, 'shape', ()))} dtype {getattr(x, 'dtype', type(x).__name__)}"
+
+
+def _contract_fields(state: State) -> dict:
+    fields = {"obs": state.obs, "reward": state.reward, "done": state.done}
+    if isinstance(state.info, dict) and GOAL_OBS in state.info:
+        fields[f"info[{GOAL_OBS!r}]"] = state.info[GOAL_OBS]
+    return fields
+
+
+def check_step_spec(before: State, after: State, name: str = "env") -> None:
+    """Raises `ValueError` when `step` returned a state whose obs, reward, done (or goal) differ
+    in shape or dtype from those of the state it stepped (the one `reset` started, under jit).
+
+    A jitted loop traces the step once, with reset's shapes, so this is checked while tracing
+    (no run-time work), naming the field and both shapes and dtypes; weak types are ignored.
+    """
+    if not (isinstance(before, State) and isinstance(after, State)):
+        return
+    later = _contract_fields(after)
+    for field, x in _contract_fields(before).items():
+        if field not in later:
+            continue
+        y = later[field]
+        same = jax.tree.structure(x) == jax.tree.structure(y) and all(
+            jnp.shape(a) == jnp.shape(b) and jnp.asarray(a).dtype == jnp.asarray(b).dtype
+            for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y), strict=True)
+        )
+        if not same:
+            raise ValueError(
+                f"env {name!r}: step returned {field} of {_spec(y)}, but reset gave {_spec(x)} "
+                "(a jitted loop needs the same shapes and dtypes at every step)"
+            )
 
 
 class SpecCheck(Wrapper):

@@ -81,7 +81,9 @@ def _unknown(name: str, choices: tuple[str, ...], kind: str) -> ValueError:
     close = difflib.get_close_matches(name, choices, n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     return ValueError(
-        f"unknown {kind} {name!r}.{hint} Known: {', '.join(choices)}. User envs are given as 'package.module:factory'."
+        f"unknown {kind} {name!r}.{hint} Known: {', '.join(choices)}. Brax's envs are named 'brax/<name>' "
+        "(e.g. 'brax/ant'), MuJoCo Playground's DeepMind Control ports 'dmc/<Name>' (e.g. "
+        "'dmc/CartpoleSwingup'), and user envs 'package.module:factory'; `ami envs` lists every name."
     )
 
 
@@ -153,7 +155,7 @@ def make(
       **kwargs: passed to the env's factory (Brax: `backend=`; DMC: config overrides).
     """
     env, default_length, default_repeat, bounds = _build(name, kwargs)
-    env = Canonical(env)
+    env = Canonical(env, name)
     if bounds is not None and not (np.all(bounds[0] == -1.0) and np.all(bounds[1] == 1.0)):
         env = RescaleActions(env, *bounds)
     repeat = default_repeat if action_repeat is None else action_repeat

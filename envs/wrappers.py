@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from envs.base import Env, State, Wrapper
+from envs.checks import check_step_spec
 
 STEPS = "steps"
 TRUNCATION = "truncation"
@@ -49,18 +50,24 @@ class Canonical(Wrapper):
     """Normalises dtypes and weak types of every `State` leaf; caches the sizes.
 
     Brax's `PipelineEnv.observation_size` runs a full reset each time it is read; here it
-    is computed once, abstractly (`jax.eval_shape`), and kept.
+    is computed once, abstractly (`jax.eval_shape`), and kept. Each `step` is checked while
+    tracing (`envs.checks.check_step_spec`): an obs, reward or done whose shape or dtype differs
+    from the stepped state's (reset's) raises a `ValueError` naming env `name` and both specs,
+    here where the env's own output enters, before an outer wrapper broadcasts it.
     """
 
-    def __init__(self, env: Env):
+    def __init__(self, env: Env, name: str = "env"):
         super().__init__(env)
         self._obs_size = None
+        self.name = name
 
     def reset(self, rng: jax.Array) -> State:
         return canonicalize(self.env.reset(rng))
 
     def step(self, state: State, action: jax.Array) -> State:
-        return canonicalize(self.env.step(state, action))
+        nxt = canonicalize(self.env.step(state, action))
+        check_step_spec(state, nxt, self.name)
+        return nxt
 
     @property
     def observation_size(self):

@@ -303,15 +303,17 @@ def start_unit_sequences(
 
 
 def check_init(init: Array, space: ActionSpace) -> Array:
-    """A warm start of shape `[H, A]` as float32; raises `ValueError` for another shape."""
+    """A warm start of shape `[H, A]` as float32, NaN and inf entries replaced by the box's
+    centre (a non-finite warm start never poisons the search); raises `ValueError` for another shape."""
     init = jnp.asarray(init, jnp.float32)
     if init.shape != space.shape:
         raise ValueError(f"init must have shape [H, A] = {list(space.shape)}, got {list(init.shape)}")
-    return init
+    return jnp.where(jnp.isfinite(init), init, space.mid)
 
 
 def prior_unit_sequences(prior: Array, space: ActionSpace, capacity: int, slots: str) -> Array:
-    """A policy prior `[P, H, A]` (action units) -> `[P, H, A]` unit coordinates, clipped to `[-1, 1]`.
+    """A policy prior `[P, H, A]` (action units) -> `[P, H, A]` unit coordinates, clipped to `[-1, 1]`
+    (NaN and inf entries at the centre, 0).
 
     Raises `ValueError` naming `prior` unless it has shape `[P, H, A]` with `1 <= P <= capacity`
     (`slots` names what the P sequences take the place of, for the message).
@@ -322,7 +324,8 @@ def prior_unit_sequences(prior: Array, space: ActionSpace, capacity: int, slots:
         raise ValueError(f"prior must have shape [P, H, A] = {expected} with P >= 1, got {list(prior.shape)}")
     if prior.shape[0] > capacity:
         raise ValueError(f"prior holds {prior.shape[0]} sequences but there are only {capacity} {slots}")
-    return jnp.clip(to_unit(space, prior), -1.0, 1.0)
+    unit = to_unit(space, prior)
+    return jnp.clip(jnp.where(jnp.isfinite(unit), unit, 0.0), -1.0, 1.0)
 
 
 def replace_last(sequences: Array, replacements: Array) -> Array:

@@ -38,6 +38,7 @@ import optax
 from ami import config, nn, replay, scalars
 from ami.baselines.dreamer import objectives as obj
 from ami.baselines.dreamer.rssm import RSSM, RState, make_rssm, observe
+from ami.learner import finite_step
 
 Params = Any
 
@@ -246,7 +247,8 @@ def critic_loss(nets: Nets, d: config.DreamerConfig, slow: Params, feats, return
 
 
 def update(nets: Nets, d: config.DreamerConfig, state: DreamerState, batch: Windows):
-    """One step of the world model, then of the actor and the critic on its imagination."""
+    """One step of the world model, then of the actor and the critic on its imagination; a step
+    that is not finite is skipped (`ami.learner.finite_step`; metric `nonfinite_updates`)."""
     learner = state.learner
     p = learner.params
     key, k_model, k_imagine = jax.random.split(learner.key, 3)
@@ -254,8 +256,7 @@ def update(nets: Nets, d: config.DreamerConfig, state: DreamerState, batch: Wind
     (_, (states, metrics)), grads = jax.value_and_grad(
         partial(model_loss, nets, d, batch=batch, key=k_model), has_aux=True
     )(p.model)
-    updates, model_opt = tx_model.update(grads, learner.model_opt, p.model)
-    model = optax.apply_updates(p.model, updates)
+    model, model_opt, ok_model = finite_step(tx_model, grads, learner.model_opt, p.model)
     metrics["model_grad_norm"] = optax.global_norm(grads)
     start = jax.tree.map(lambda x: jax.lax.stop_gradient(x.reshape(-1, *x.shape[2:])), states)  # [T B]
     if d.imagine_starts is not None and d.imagine_starts < start.deter.shape[0]:
@@ -266,18 +267,18 @@ def update(nets: Nets, d: config.DreamerConfig, state: DreamerState, batch: Wind
     (_, (feats, returns, weights, scale, a_metrics)), a_grads = jax.value_and_grad(
         partial(actor_loss, nets, d, learner, fixed, start, k_imagine), has_aux=True
     )(p.actor)
-    updates, actor_opt = tx_actor.update(a_grads, learner.actor_opt, p.actor)
-    actor = optax.apply_updates(p.actor, updates)
+    actor, actor_opt, ok_actor = finite_step(tx_actor, a_grads, learner.actor_opt, p.actor)
+    scale = jax.tree.map(lambda new, old: jnp.where(ok_actor, new, old), scale, learner.scale)
     (_, c_metrics), c_grads = jax.value_and_grad(
         partial(critic_loss, nets, d, learner.slow_critic, feats, returns, weights), has_aux=True
     )(p.critic)
-    updates, critic_opt = tx_critic.update(c_grads, learner.critic_opt, p.critic)
-    critic = optax.apply_updates(p.critic, updates)
+    critic, critic_opt, ok_critic = finite_step(tx_critic, c_grads, learner.critic_opt, p.critic)
     slow = jax.tree.map(lambda s, c: d.slow_tau * s + (1.0 - d.slow_tau) * c, learner.slow_critic, critic)
     learner = DreamerLearner(
         DreamerParams(model, actor, critic), slow, model_opt, actor_opt, critic_opt, scale, key, learner.step + 1
     )
-    return state._replace(learner=learner), {**metrics, **a_metrics, **c_metrics}
+    skipped = 1.0 - (ok_model & ok_actor & ok_critic).astype(jnp.float32)
+    return state._replace(learner=learner), {**metrics, **a_metrics, **c_metrics, "nonfinite_updates": skipped}
 
 
 def act(nets: Nets, d: config.DreamerConfig, state: DreamerState, step, key, plan_fn=None, context=None):
