@@ -6,6 +6,8 @@ ami plan RUN_DIR [options]         planners on the learned vs the true energy: l
 ami report RUN_DIR [options]       one self-contained HTML page: config, summary, curves, plans, episode videos
 ami envs                           list every environment name `envs.make` accepts
 ami rollout NAME [options]         batched random-policy rollout: returns, success, steps/s
+
+`ami COMMAND --help` gives each command's options.
 """
 
 from __future__ import annotations
@@ -88,8 +90,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
         again = shlex.join(["ami", "train", args.config, "--run-dir", str(run_dir), *args.overrides])
         print(f"ami train: stopped by {stopped}; continue with: {again}", flush=True)
         return 0
-    print(json.dumps({k: v for k, v in summary.items() if k != "controllers"}, indent=2))
+    if cfg.log.report and summary.get("status") != "unfinished":
+        _report_after_training(run_dir)
+    print(json.dumps({k: v for k, v in summary.items() if k != "controllers"}, indent=2))  # last: for scripts
     return 0
+
+
+def _report_after_training(run_dir: str) -> None:
+    """`RUN_DIR/report.html` at the end of `ami train` (process 0); a failure is a warning, the run is kept."""
+    from ami import distributed
+    from ami.report import write_report
+
+    if not distributed.is_writer():
+        return
+    print("ami train: writing the report (log.report=false skips it)", flush=True)
+    try:
+        path = write_report(run_dir)
+    except Exception as error:  # the run and its summary are written; the page is a view of them
+        print(f"ami train: no report ({type(error).__name__}: {error}); try `ami report {run_dir}`", file=sys.stderr)
+        return
+    print(f"ami train: report {path}", flush=True)
 
 
 def _stem(path: str) -> str:

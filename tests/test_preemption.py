@@ -76,6 +76,7 @@ CONFIG = textwrap.dedent(
     train: {batch_size: 32}
     online: {env_steps: 800, seed_steps: 200, chunk: 100, checkpoint_every: 400, eval_every: 400}
     eval: {budget: small, episodes: 2}
+    log: {tensorboard: false, report: false}
     """
 )
 

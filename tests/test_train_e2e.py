@@ -59,6 +59,8 @@ def trained_run(tmp_path_factory):
 def test_train_writes_the_run_directory(trained_run):
     run_dir, stdout = trained_run
     assert {"config.yaml", "metrics.jsonl", "summary.json", "checkpoints"} <= {p.name for p in run_dir.iterdir()}
+    assert f"ami train: report {run_dir / 'report.html'}" in stdout  # log.report defaults to true
+    assert (run_dir / "report.html").read_text().startswith("<!DOCTYPE html>")
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["planner"]["horizon"] == 16 and config["planner"]["replan_every"] == 4  # resolved
     assert config["planner"]["iterations"] == 5 and config["train"]["updates"] == 300  # as overridden
@@ -157,6 +159,7 @@ def test_user_env_trains_and_evaluates_end_to_end(user_module, tmp_path, capsys)
         "critic.enabled=false",
         "eval.controllers=[learned]",
         "train.updates=200",
+        "log.report=false",
     ]
     assert cli.main(["train", str(QUICKSTART), *overrides, "--run-dir", str(run_dir)]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
