@@ -247,9 +247,9 @@ def test_two_processes_train_like_one(tmp_path):
         )
         for pid in (0, 1)
     ]
-    for p in procs:
-        _, err = p.communicate(timeout=900)
-        assert p.returncode == 0, err[-4000:]
+    errs = [p.communicate(timeout=900)[1] for p in procs]
+    for pid, (p, err) in enumerate(zip(procs, errs, strict=True)):  # the first to fail is often the other's cause
+        assert p.returncode == 0, f"process {pid} exited {p.returncode}:\n{err[-3000:]}\nthe other:\n{errs[1 - pid][-3000:]}"
     run.train(load_experiment({}, online), tmp_path / "online", quiet=True)
     run.train(load_experiment(QUICKSTART, offline), tmp_path / "offline", quiet=True)
     for name in ("online", "offline"):

@@ -208,8 +208,14 @@ def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _reader(directory: str | os.PathLike) -> ocp.CheckpointManager:
+    """A read-only manager that involves no other process (no root metadata, so no barrier):
+    processes may read while another creates the directory, and each reads on its own."""
     options = ocp.CheckpointManagerOptions(
-        read_only=True, create=False, save_interval_steps=0, enable_async_checkpointing=False
+        read_only=True,
+        create=False,
+        save_interval_steps=0,
+        enable_async_checkpointing=False,
+        save_root_metadata=False,
     )
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
