@@ -86,6 +86,15 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     assert load_experiment(path) == cfg
 
 
+def test_a_short_online_run_resolves_to_a_config_that_loads_again(tmp_path):
+    # 600 env steps over 8 envs: data.steps_per_env = 75, under the goal critic's default offset,
+    # which a reward task does not use (`ami eval` of such a run once failed on its config.yaml)
+    overrides = ["env.name=pendulum", "data.num_envs=8", "online.env_steps=600", "online.seed_steps=200"]
+    cfg, _, _ = run.build(load_experiment({}, overrides))
+    assert cfg.data.steps_per_env == 75 and cfg.critic.max_goal_offset > 75
+    assert load_experiment(configlib.dump(cfg, tmp_path / "config.yaml")) == cfg
+
+
 # ----- errors found when building (env and modules) -----
 
 

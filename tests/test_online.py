@@ -175,6 +175,7 @@ ONLINE = (
     "perception.activation=elu",
     "world_model.activation=elu",
 )
+RESUMED = ("online.env_steps=800", "online.checkpoint_every=400", "online.seed_steps=200")
 
 
 @pytest.mark.slow
@@ -214,7 +215,7 @@ def test_online_normalisation_takes_the_statistics_of_the_seed_steps(tmp_path):
 
 
 def test_resuming_with_other_env_sizes_names_both_shapes(tmp_path):
-    cfg = pendulum(*ONLINE, "online.env_steps=800")
+    cfg = pendulum(*ONLINE, *RESUMED)  # the programs of the next test: compiled once (the session's cache)
     assert run.train(cfg, tmp_path, quiet=True, max_chunks=1)["status"] == "unfinished"
     meta_file = tmp_path / "checkpoints" / "200" / "metadata" / "metadata"
     meta = json.loads(meta_file.read_text())
@@ -230,7 +231,7 @@ def _numpy(x) -> np.ndarray:
 
 
 def test_a_killed_online_run_resumes_bit_for_bit(tmp_path):
-    cfg = pendulum(*ONLINE, "online.env_steps=800", "online.checkpoint_every=400", "online.seed_steps=200")
+    cfg = pendulum(*ONLINE, *RESUMED)
     whole = run.train(cfg, tmp_path / "whole", quiet=True)
     sliced_dir = tmp_path / "sliced"
     assert run.train(cfg, sliced_dir, quiet=True, max_chunks=2) == {"status": "unfinished", "env_steps": 400}
