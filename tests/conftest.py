@@ -19,6 +19,15 @@ if _CACHE:
 
 NATIVE = ("two_rooms", "point_mass", "pendulum")
 
+# The longest files run first (scripts/test.sh hands whole files to its 2 workers, in collection
+# order), so that neither worker is left alone with a long file at the end of the run.
+LONGEST_FIRST = ("test_distributed.py", "test_online.py", "test_preemption.py", "test_physics_envs.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 def uniform_policy(action_size: int):
     def policy(obs, key):
