@@ -35,6 +35,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import planner_convergence
 
 import envs
 from ami import evaluate
@@ -269,6 +270,8 @@ def main() -> None:
     parser.add_argument("--reacher", action="store_true", help="also the MJX reacher over true physics")
     parser.add_argument("--reacher-pairs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    lq_help = "also the LQ convergence rows of planner_convergence.py (defaults and the Adam before rows)"
+    parser.add_argument("--lq", action="store_true", help=lq_help)
     parser.add_argument("--out", default="benchmarks/results/planners.json")
     args = parser.parse_args()
     names = args.planners.split(",")
@@ -294,6 +297,11 @@ def main() -> None:
             for budget in budgets["reacher"]:
                 report(reacher_row(name, budget, args.reacher_pairs, args.repeats))
     print_table(rows)
+    lq_rows = []
+    if args.lq:
+        sizes = planner_convergence.SIZES
+        lq_rows = planner_convergence.convergence_rows(names, {}, sizes, 8, args.repeats, report=print)
+        planner_convergence.print_table(lq_rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {
@@ -303,7 +311,7 @@ def main() -> None:
         "backend": jax.default_backend(),
         "jax": metadata.version("jax"),
     }
-    out.write_text(json.dumps({"machine": machine, "args": vars(args), "rows": rows}, indent=1))
+    out.write_text(json.dumps({"machine": machine, "args": vars(args), "rows": rows, "lq_rows": lq_rows}, indent=1))
     plot(rows, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 

@@ -137,6 +137,10 @@ def test_scalar_bounds_hold_for_every_key(parameterization):
 # ----- jit, vmap, determinism -----
 
 SMALL = dict(iterations=15, restarts=3, learning_rate=0.05)
+# L-BFGS's line search turns float rounding (jit vs eager, batched vs single matmuls) into
+# slightly different accepted steps; the results still agree to these tolerances.
+TOLERANCES = {"adam": dict(rtol=1e-5, atol=1e-6), "lbfgs": dict(rtol=1e-3, atol=1e-4)}
+OPTIMIZERS = pytest.mark.parametrize("optimizer", sorted(TOLERANCES))
 
 
 def assert_results_close(a, b, rtol=1e-5, atol=1e-6):
@@ -144,33 +148,36 @@ def assert_results_close(a, b, rtol=1e-5, atol=1e-6):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
-def test_jit_equals_no_jit():
-    planner = lq_planner(**SMALL)
+@OPTIMIZERS
+def test_jit_equals_no_jit(optimizer):
+    planner = lq_planner(**SMALL, optimizer=optimizer)
     key = jax.random.key(3)
     eager = planner.optimize(energy_of(X0), key)
     jitted = jax.jit(lambda k: planner.optimize(energy_of(X0), k))(key)
-    assert_results_close(eager, jitted)
+    assert_results_close(eager, jitted, **TOLERANCES[optimizer])
 
 
-def test_vmap_over_keys_equals_a_loop():
-    planner = lq_planner(**SMALL)
+@OPTIMIZERS
+def test_vmap_over_keys_equals_a_loop(optimizer):
+    planner = lq_planner(**SMALL, optimizer=optimizer)
     keys = jax.random.split(jax.random.key(4), 3)
     single = jax.jit(lambda k: planner.optimize(energy_of(X0), k))
     batched = jax.jit(jax.vmap(single))(keys)
     looped = [single(k) for k in keys]
     assert batched.actions.shape == (3, H, M) and batched.energy_trace.shape == (3, SMALL["iterations"])
-    assert_results_close(batched, jax.tree.map(lambda *x: np.stack(x), *looped))
+    assert_results_close(batched, jax.tree.map(lambda *x: np.stack(x), *looped), **TOLERANCES[optimizer])
     assert not np.allclose(batched.actions[0], batched.actions[1])  # the key matters
 
 
-def test_vmap_over_energy_data_equals_a_loop():
-    planner = lq_planner(**SMALL)
+@OPTIMIZERS
+def test_vmap_over_energy_data_equals_a_loop(optimizer):
+    planner = lq_planner(**SMALL, optimizer=optimizer)
     x0s = jnp.array([X0, -X0, 2 * X0], jnp.float32)
     key = jax.random.key(5)
     single = jax.jit(lambda x0: planner.optimize(energy_of(x0), key))
     batched = jax.jit(jax.vmap(single))(x0s)
     looped = [single(x0) for x0 in x0s]
-    assert_results_close(batched, jax.tree.map(lambda *x: np.stack(x), *looped))
+    assert_results_close(batched, jax.tree.map(lambda *x: np.stack(x), *looped), **TOLERANCES[optimizer])
     assert not np.allclose(batched.energy[0], batched.energy[2])  # the data matters
 
 

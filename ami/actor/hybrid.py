@@ -27,7 +27,6 @@ the bounds, where `"tanh"` has no gradient), `grad_clip=None`, `init="zeros"` (t
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,9 +54,11 @@ DEFAULTS: Mapping[str, Any] = {
     "proposer_iterations": 5,
     "refine_iterations": 20,
     "refine_top_k": 4,
+    "optimizer": "lbfgs",
     "learning_rate": 0.05,
     "parameterization": "clip",
     "grad_clip": None,
+    "memory_size": 10,
     "init": "zeros",
     **dict.fromkeys(PROPOSER_OPTIONS),
 }
@@ -85,9 +86,7 @@ def check_options(options: Mapping[str, Any]) -> None:
     base.check_int("proposer_iterations", options["proposer_iterations"], minimum=1)
     base.check_int("refine_iterations", options["refine_iterations"], minimum=1)
     base.check_int("refine_top_k", options["refine_top_k"], minimum=1)
-    base.check_float("learning_rate", options["learning_rate"], positive=True)
-    base.check_choice("parameterization", options["parameterization"], gradient.PARAMETERIZATIONS)
-    base.check_float("grad_clip", options["grad_clip"], positive=True, allow_none=True)
+    gradient.check_descent_options(options)
     proposer = proposer_options(options)
     sampling.KINDS[options["proposer"]][1](proposer)
     top_k, population = options["refine_top_k"], proposer["population"]
@@ -100,19 +99,17 @@ def build(space: ActionSpace, options: Mapping[str, Any]) -> base.OptimizeFn:
     proposer = proposer_options(options)
     search = sampling.make_search(options["proposer"], space, proposer, keep=options["refine_top_k"])
     param = gradient.PARAMETERIZATION_BY_NAME[options["parameterization"]]
-    optimizer = gradient.make_optimizer(options)
     top_k, refine_iterations = options["refine_top_k"], options["refine_iterations"]
     evaluations = np.int32(proposer["iterations"] * proposer["population"] + top_k * (refine_iterations + 1))
 
     def optimize(energy_fn: EnergyFn, key: Array, init: Array | None = None, prior: Array | None = None) -> PlanResult:
         """Minimises `energy_fn: [H, A] -> []`; `init` `[H, A]` warm start, `prior` `[P, H, A]` proposals."""
         proposed, proposer_trace = search(energy_fn, key, init, prior)
-        energy_and_grad = jax.value_and_grad(functools.partial(gradient.energy_of_u, energy_fn, space, param.squash))
-        evaluate = functools.partial(gradient.evaluate_safely, energy_and_grad)
-        carry = jax.vmap(functools.partial(gradient.init_restart, evaluate, optimizer))(param.unsquash(proposed.y))
-        step = jax.vmap(functools.partial(gradient.step_restart, evaluate, optimizer, param.project))
+        descent = gradient.make_descent(options, gradient.make_evaluate(energy_fn, space, param.squash))
+        carry = jax.vmap(descent.init)(param.unsquash(proposed.y))
+        step = jax.vmap(descent.step)
 
-        def body(carry: gradient.Restart, _: None) -> tuple[gradient.Restart, Array]:
+        def body(carry: Any, _: None) -> tuple[Any, Array]:
             carry = step(carry)
             return carry, jnp.minimum(proposed.energy[0], jnp.min(carry.best_energy))
 
