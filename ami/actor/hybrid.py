@@ -1,13 +1,13 @@
-"""The `"hybrid"` planner: a sampling planner proposes, Adam refines its best proposals.
+"""The `"hybrid"` planner: a sampling planner proposes, L-BFGS (or Adam) refines its best proposals.
 
 1. Proposal: the sampling planner `proposer` (`"cem"`, `"icem"` or `"mppi"`, see
    `ami.actor.sampling`) runs `proposer_iterations` iterations with its own options, the
    warm start `init` and the policy `prior` (exactly as that planner uses them), and keeps the
    `refine_top_k` best sequences it evaluated (best first; fewer distinct ones when fewer
    were evaluated, e.g. when most energies are NaN).
-2. Refinement: each of those sequences starts one restart of the gradient planner's Adam
-   descent (`ami.actor.gradient`: `init_restart`, `step_restart`, its parameterisations and
-   `make_optimizer`), `refine_iterations` steps with `learning_rate`, side by side (`vmap`).
+2. Refinement: each of those sequences starts one restart of the gradient planner's descent
+   (`ami.actor.gradient.make_descent`: L-BFGS by default, Adam with `optimizer="adam"` and
+   `learning_rate`), `refine_iterations` steps, side by side (`vmap`).
 
 The result is the best sequence of both phases: the proposer's best unless a refined iterate
 is strictly better. `energy_trace` has `proposer_iterations + refine_iterations` entries: the
@@ -16,8 +16,9 @@ proposer's trace, then the best energy of both phases after each refinement step
 `proposer_iterations * population + refine_top_k * (refine_iterations + 1)` evaluations (the
 refinement evaluates energy and gradient at its starting points once, then after each step).
 
-Options (defaults): `proposer="cem"`, `proposer_iterations=5`, `refine_iterations=20`,
-`refine_top_k=4` (at most the proposer's `population`), `learning_rate=0.05` (unit
+Options (defaults): `proposer="cem"`, `proposer_iterations=5`, `refine_iterations=30`,
+`refine_top_k=4` (at most the proposer's `population`), `optimizer="lbfgs"`, `memory_size=10`,
+`learning_rate=0.05` (Adam only; unit
 coordinates: a fraction of the half-range), `parameterization="clip"` (proposals often lie on
 the bounds, where `"tanh"` has no gradient), `grad_clip=None`, `init="zeros"` (the proposer's
 `init`). The proposer's own options, `None` by default (the proposer's default): `population`,
@@ -52,7 +53,7 @@ PROPOSER_OPTIONS = (
 DEFAULTS: Mapping[str, Any] = {
     "proposer": "cem",
     "proposer_iterations": 5,
-    "refine_iterations": 20,
+    "refine_iterations": 30,
     "refine_top_k": 4,
     "optimizer": "lbfgs",
     "learning_rate": 0.05,
