@@ -118,6 +118,7 @@ def energy_weights(cfg: config.CostConfig, critic_on: bool, gamma: float) -> cos
         terminal=cfg.terminal,
         visit=cfg.visit_weight,
         visit_scale=cfg.visit_scale,
+        visit_fade=cfg.visit_fade,
         reward=cfg.reward_weight,
         value=cfg.value_weight,
         discount=gamma,

@@ -224,7 +224,10 @@ class CostConfig:
     """Weights of the energy (`ami.cost`); None: chosen by the configurator.
 
     `visit_weight > 0` adds the cost of revisiting the last `visit_history` latents held in
-    short-term memory (a Gaussian of width `visit_scale` in latent units around each)."""
+    short-term memory (a Gaussian of width `visit_scale` in latent units around each).
+    `visit_fade > 0` (steps) fades it out near the goal: each imagined state's visit cost is
+    scaled by `min(1, C(z, g) / visit_fade)` with `C` the goal critic's steps to go, so the
+    agent stays at a goal it reached (`ami.cost.visit_term`)."""
 
     goal_weight: float | None = None
     critic_weight: float | None = None
@@ -233,6 +236,7 @@ class CostConfig:
     visit_weight: float = 0.0
     visit_scale: float = 1.0
     visit_history: int = 100
+    visit_fade: float = 0.0
     reward_weight: float | None = None
     value_weight: float | None = None
 
@@ -242,6 +246,7 @@ class CostConfig:
             check(value is None or value >= 0.0, name, "must be >= 0")
         check(self.visit_scale > 0.0, "visit_scale", "must be > 0")
         check(self.visit_history >= 1, "visit_history", "must be >= 1")
+        check(self.visit_fade >= 0.0, "visit_fade", "must be >= 0 (steps to go; 0: off)")
 
 
 @dataclasses.dataclass(frozen=True)

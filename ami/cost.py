@@ -224,6 +224,7 @@ class EnergyWeights(NamedTuple):
     terminal: bool = True
     visit: float = 0.0
     visit_scale: float = 1.0
+    visit_fade: float = 0.0
     reward: float = 0.0
     value: float = 0.0
     discount: float = 0.99
@@ -267,10 +268,19 @@ def cost_to_go_term(params, heads: Heads, x: Imagined, w: EnergyWeights) -> jax.
 
 
 def visit_term(params, heads: Heads, x: Imagined, w: EnergyWeights) -> jax.Array:
-    """`visit_cost` of the imagined states against the recent latents of short-term memory."""
+    """`visit_cost` of the imagined states against the recent latents of short-term memory.
+
+    With `visit_fade > 0` on a goal task with a goal critic, each imagined state's visit cost
+    is scaled by `min(1, C(z_t, g) / visit_fade)`: it fades out over the last `visit_fade`
+    steps to go, so the agent that reached the goal is held there by the cost-to-go instead of
+    being pushed on by its own recent positions.
+    """
     if x.visited is None:
         return jnp.zeros((), jnp.float32)
-    return visit_cost(x.z, x.visited, x.visited_valid, w.visit_scale)
+    fade = None
+    if w.visit_fade > 0.0 and x.goal is not None and heads.critic is not None:
+        fade = jnp.clip(heads.critic.apply(params.critic, x.z, x.goal) / w.visit_fade, 0.0, 1.0)
+    return visit_cost(x.z, x.visited, x.visited_valid, w.visit_scale, fade)
 
 
 def action_term(params, heads: Heads, x: Imagined, w: EnergyWeights) -> jax.Array:
@@ -320,10 +330,14 @@ def trajectory_energy(params, heads: Heads, x: Imagined, w: EnergyWeights, terms
     return total
 
 
-def visit_cost(z: jax.Array, visited: jax.Array, valid: jax.Array, scale: float) -> jax.Array:
-    """`mean_t sum_k valid_k exp(-||z_t - v_k||^2 / (2 scale^2))` of `z [H, D]`, `visited [K, D]`, `valid [K]`."""
+def visit_cost(
+    z: jax.Array, visited: jax.Array, valid: jax.Array, scale: float, fade: jax.Array | None = None
+) -> jax.Array:
+    """`mean_t f_t sum_k valid_k exp(-||z_t - v_k||^2 / (2 scale^2))` of `z [H, D]`, `visited [K, D]`,
+    `valid [K]`, with per-step factors `fade [H]` (`f_t = 1` when None)."""
     d2 = jnp.sum((z[:, None, :] - visited[None]) ** 2, axis=-1)  # [H, K]
-    return jnp.mean(jnp.sum(jnp.where(valid[None], jnp.exp(-0.5 * d2 / scale**2), 0.0), axis=-1))
+    per_step = jnp.sum(jnp.where(valid[None], jnp.exp(-0.5 * d2 / scale**2), 0.0), axis=-1)
+    return jnp.mean(per_step if fade is None else fade * per_step)
 
 
 def make_energy(world_model, heads: Heads, w: EnergyWeights, goal_task: bool):

@@ -527,6 +527,26 @@ def test_energy_adds_the_weighted_visit_term_only_when_given(energy_problem):
     assert float(base(params, z0, goal, actions, visited, valid)) == float(base(params, z0, goal, actions))
 
 
+def test_visit_fade_scales_each_step_by_the_critics_steps_to_go(energy_problem):
+    model, critic, params, z0, goal, actions = energy_problem
+    w = cost.EnergyWeights(goal=0.0, critic=0.0, visit=1.0, visit_scale=0.8)
+    z = model.rollout(params.predictor, z0, actions)
+    visited, valid = z[:4] + 0.05, jnp.ones((4,), bool)
+    x = cost.Imagined(z0, z, actions, goal, visited, valid)
+    steps_to_go = np.asarray(critic.apply(params.critic, z, goal), np.float64)  # [H]
+    fade = float(np.median(steps_to_go))  # some steps below it (faded), some above (whole)
+    d2 = np.sum((np.asarray(z, np.float64)[:, None] - np.asarray(visited, np.float64)[None]) ** 2, axis=-1)
+    per_step = np.sum(np.exp(-0.5 * d2 / 0.64), axis=-1)
+    expected = np.mean(np.minimum(1.0, steps_to_go / fade) * per_step)
+    got = float(cost.visit_term(params, cost.Heads(critic=critic), x, w._replace(visit_fade=fade)))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert got < float(cost.visit_term(params, cost.Heads(critic=critic), x, w)) - 1e-3  # it faded
+    # no critic (or fade 0): the plain visit cost
+    unfaded = float(cost.visit_cost(z, visited, valid, 0.8))
+    no_critic = float(cost.visit_term(params, cost.Heads(), x, w._replace(visit_fade=fade)))
+    assert no_critic == pytest.approx(unfaded, rel=1e-6)
+
+
 def test_act_with_a_visit_term_keeps_the_history_and_plans_away_from_it():
     cfg, _, agent = build("cost.visit_weight=50.0", "cost.visit_scale=0.5", "cost.visit_history=7")
     state = agent.init(jax.random.key(0), 2)

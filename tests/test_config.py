@@ -41,6 +41,7 @@ def test_overrides_are_applied_and_typed():
         ("critic.gamma=1.5", "critic.gamma", r"must be in \(0, 1\)"),
         ("data.smoothing=1.0", "data.smoothing", r"must be in \[0, 1\)"),
         ("planner.horizon=0", "planner.horizon", r"must be >= 1"),
+        ("cost.visit_fade=-1.0", "cost.visit_fade", r"must be >= 0 \(steps to go; 0: off\)"),
         ("perception.hidden=[32,0]", "perception.hidden", r"widths must be >= 1"),
         (
             "world_model.anti_collapse=vicrg",
