@@ -604,6 +604,7 @@ def test_the_twin_plans_with_the_policy_prior():
         "planner.restarts=2",
         "planner.iterations=1",
         "planner.learning_rate=1e-9",
+        "planner.options={optimizer: adam}",  # a step of the given size (L-BFGS takes its own)
     )
     state = agent.init(jax.random.key(0), 2)
     states, obs, goal = first_observations(env, 2)
