@@ -16,6 +16,7 @@ descent they had before L-BFGS became their default. Prints a table, writes JSON
 from __future__ import annotations
 
 import argparse
+import ast
 import statistics
 import time
 
@@ -33,12 +34,6 @@ TARGETS = {"gradient": 1e-3, "hybrid": 1e-3, "cem": 1e-2, "icem": 1e-2, "mppi": 
 BEFORE = {"gradient": {"optimizer": "adam", "parameterization": "tanh"}, "hybrid": {"optimizer": "adam"}}
 
 
-def batched_energy(gain: jax.Array, free_x0: jax.Array, r: float, actions: jax.Array) -> jax.Array:
-    """`E(a)` of one problem given as arrays (`gain [H*N, H*A]`, `free_x0 [H*N]`), for `vmap` over problems."""
-    states = gain @ actions.reshape(-1) + free_x0
-    return jnp.sum(states**2) + r * jnp.sum(actions**2)
-
-
 def plan_all(planner, problems: list[lq.LQProblem], key: jax.Array):
     """`jit`-ted `plan() -> PlanResult` with a leading axis over `problems` (all of one size, one `r`)."""
     gain = jnp.asarray(np.stack([p.gain for p in problems]), jnp.float32)
@@ -47,7 +42,7 @@ def plan_all(planner, problems: list[lq.LQProblem], key: jax.Array):
     r = problems[0].r
 
     def one(g, f, k):
-        return planner.optimize(lambda a: batched_energy(g, f, r, a), k)
+        return planner.optimize(lambda a: lq.stacked_energy(g, f, r, a), k)
 
     return jax.jit(lambda: jax.vmap(one)(gain, free_x0, keys))
 
@@ -81,8 +76,6 @@ def row(label: str, name: str, options: dict, size: tuple[int, int], seeds: int,
 
 def parse_sets(sets: list[str]) -> dict[str, dict]:
     """`["cem.iterations=12", ...]` -> `{"cem": {"iterations": 12}}` (values as Python literals)."""
-    import ast
-
     options: dict[str, dict] = {}
     for item in sets:
         key, _, value = item.partition("=")

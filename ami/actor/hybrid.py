@@ -134,5 +134,5 @@ base.register_planner(
     defaults=DEFAULTS,
     check=check_options,
     build=build,
-    description="a sampling planner proposes, Adam refines its best proposals",
+    description="a sampling planner proposes, L-BFGS (or Adam) refines its best proposals",
 )

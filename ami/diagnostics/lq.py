@@ -135,10 +135,17 @@ def box_minimiser(quadratic: np.ndarray, linear: np.ndarray, iterations: int = 5
     return a
 
 
+def stacked_energy(gain: Array, free_x0: Array, r: float, actions: Array) -> Array:
+    """`E(a)` of `actions [H, A]` from the stacked arrays `gain [H*N, H*A]`, `free_x0 [H*N]` (traceable:
+    `vmap` over problems of one size)."""
+    states = gain @ actions.reshape(-1) + free_x0
+    return jnp.sum(states**2) + r * jnp.sum(actions**2)
+
+
 def energy(problem: LQProblem, actions: Array) -> Array:
     """`[H, A] -> []` float32: the energy `E(a)` through the stacked matrices."""
-    states = jnp.asarray(problem.gain, jnp.float32) @ actions.reshape(-1) + jnp.asarray(problem.free_x0, jnp.float32)
-    return jnp.sum(states**2) + problem.r * jnp.sum(actions**2)
+    gain, free_x0 = jnp.asarray(problem.gain, jnp.float32), jnp.asarray(problem.free_x0, jnp.float32)
+    return stacked_energy(gain, free_x0, problem.r, actions)
 
 
 def energy_fn(problem: LQProblem):
