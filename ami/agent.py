@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ami import config, cost, memory, nn, perception, policy, replay, scalars, value, world_model
+from ami import config, cost, hierarchy, memory, nn, perception, policy, replay, scalars, value, world_model
 from ami.actor import Planner, make_planner
 from ami.learner import (
     Learner,
@@ -84,14 +84,18 @@ class Modules(NamedTuple):
     energy: Callable
     acting: ActSettings
     goal_task: bool
+    high: hierarchy.HighLevel | None = None
+    high_planning: hierarchy.HighPlanning | None = None
 
 
 class AgentState(NamedTuple):
-    """`learner`, the batched short-term `memory [N]` and the shared decision `clock` (int32)."""
+    """`learner`, the batched short-term `memory [N]`, the shared decision `clock` (int32) and,
+    when planning at two levels, the batched high-level memory `high [N]`."""
 
     learner: Learner
     memory: memory.Memory
     clock: jax.Array
+    high: hierarchy.HighMemory | None = None
 
 
 class Agent(NamedTuple):
@@ -164,6 +168,7 @@ def make_modules(cfg: config.ExperimentConfig, spec: Spec) -> Modules:
     heads = cost.Heads(critic=critic, reward=reward, value=q, policy=pi)
     history = cfg.cost.visit_history if cfg.cost.visit_weight > 0 else 1
     acting = ActSettings(pl.replan_every, pl.mode, pol.candidates, pol.noise, history)
+    high, high_planning = make_high(cfg, spec, dtype)
     return Modules(
         perception=percept,
         world_model=model,
@@ -176,7 +181,23 @@ def make_modules(cfg: config.ExperimentConfig, spec: Spec) -> Modules:
         energy=cost.make_energy(model, heads, weights, goal),
         acting=acting,
         goal_task=goal,
+        high=high,
+        high_planning=high_planning,
     )
+
+
+def make_high(cfg: config.ExperimentConfig, spec: Spec, dtype):
+    """The high level (None unless `hierarchy.enabled`) and its planning (None unless `hierarchy.plan`)."""
+    h = cfg.hierarchy
+    if not h.enabled:
+        return None, None
+    d, act = cfg.perception.latent_size, cfg.world_model.activation
+    high = hierarchy.make_high_level(d, spec.action_size, h.stride, h.macro_size, h.hidden, act, dtype)
+    if not h.plan:
+        return high, None
+    options = {**h.options, "distance_weight": h.distance_weight, "critic_weight": h.critic_weight}
+    planning = hierarchy.make_high_planning(high, h.planner, h.horizon, h.replan_every, h.handover, **options)
+    return high, planning
 
 
 def with_obs_stats(state: AgentState, obs: jax.Array) -> AgentState:
@@ -251,12 +272,42 @@ def act(m: Modules, state: AgentState, step: TimeStep, key, plan_fn: Callable | 
     def keep(mem: memory.Memory):
         return mem, jnp.full((n,), jnp.nan, jnp.float32)
 
-    now = (state.clock % m.acting.replan_every == 0) | jnp.any(step.first & (state.clock > 0))
+    started = jnp.any(step.first & (state.clock > 0))
+    now = (state.clock % m.acting.replan_every == 0) | started
+    high, info = state.high, {}
+    if m.high_planning is not None:
+        key, k_high = jax.random.split(key)
+        high, g, high_now, info = subgoal_step(m, state, z, g, step.first, started, k_high)
+        now = now | high_now
     mem, plan_energy = jax.lax.cond(now, replan, keep, mem)
     action = jax.vmap(memory.read_warm_start)(mem)[:, 0]
     mem = jax.vmap(memory.update)(mem, z, action)
-    info = {"replanned": now, "plan_energy": plan_energy}
-    return AgentState(state.learner, mem, state.clock + 1), action, info
+    info = {"replanned": now, "plan_energy": plan_energy, **info}
+    return AgentState(state.learner, mem, state.clock + 1, high), action, info
+
+
+def subgoal_step(m: Modules, state: AgentState, z, g, first, started, key):
+    """The high level's part of a two-level `act`: re-plans the macro-actions every
+    `replan_every` steps (and where an episode starts) and returns `(high memory [N], the low
+    level's goal [N, D], whether it re-planned, info)`; the low goal is the subgoal, or the goal
+    itself within `handover` steps of it by the low critic."""
+    hp, params = m.high_planning, state.learner.params
+    high = hierarchy.reset_high_where(state.high, first)
+    now = (state.clock % hp.replan_every == 0) | started
+
+    def replan(h):
+        return hierarchy.plan_subgoals(m.high, hp, state.learner.high.params, h, z, g, key)
+
+    def keep(h):
+        return h, jnp.full((z.shape[0],), jnp.nan, jnp.float32)
+
+    high, energy = jax.lax.cond(now, replan, keep, high)
+    near = jnp.zeros((z.shape[0],), jnp.bool_)
+    if m.critic is not None:
+        near = m.critic.apply(params.critic, z, g) <= hp.handover
+    low_goal = jnp.where(near[:, None], g, high.subgoal)
+    info = {"high_replanned": now, "high_energy": energy, "handed_over": near}
+    return high._replace(since=high.since + 1), low_goal, now, info
 
 
 def empty_memory(m: Modules, latent_size: int, num_envs: int) -> memory.Memory:
@@ -269,6 +320,7 @@ class SampleSettings(NamedTuple):
     batch_size: int
     length: int
     critic: config.CriticConfig
+    hierarchy: config.HierarchyConfig | None = None
 
 
 def sample_batch(s: SampleSettings, goal_task: bool, buffer: replay.ReplayState, key: jax.Array) -> UpdateBatch:
@@ -281,6 +333,15 @@ def sample_batch(s: SampleSettings, goal_task: bool, buffer: replay.ReplayState,
     batch = UpdateBatch(obs, t.action, t.reward.astype(jnp.float32), terminal, windows.valid.astype(jnp.float32))
     if not goal_task:
         return batch
+    if s.hierarchy is not None:
+        h = s.hierarchy
+        long = replay.sample(buffer, jax.random.fold_in(k_win, 1), h.batch_size, h.steps * h.stride, num_candidates=4)
+        lt = long.transitions
+        batch = batch._replace(
+            high_obs=jnp.concatenate([lt.obs[:, :1], lt.next_obs], axis=1),
+            high_action=lt.action,
+            high_mask=long.valid.astype(jnp.float32),
+        )
     c = s.critic
     pairs = replay.sample_pairs(buffer, k_pair, c.batch_size, c.max_goal_offset, num_candidates=8)
     rand = jax.random.bernoulli(k_rand, c.random_goal_fraction, (c.batch_size,))
@@ -300,15 +361,22 @@ def make_agent(cfg: config.ExperimentConfig, spec: Spec) -> Agent:
     spec = Spec(tuple(spec.obs_shape), int(spec.action_size), bool(spec.goal_conditioned))
     m = make_modules(cfg, spec)
     d = cfg.perception.latent_size
-    settings = UpdateSettings(cfg.train, cfg.world_model, cfg.critic, cfg.value, cfg.policy, cfg.planner.horizon)
-    sampling = SampleSettings(cfg.train.batch_size, cfg.world_model.prediction_horizon, cfg.critic)
+    high = cfg.hierarchy if m.high is not None else None
+    settings = UpdateSettings(cfg.train, cfg.world_model, cfg.critic, cfg.value, cfg.policy, cfg.planner.horizon, high)
+    sampling = SampleSettings(cfg.train.batch_size, cfg.world_model.prediction_horizon, cfg.critic, high)
+
+    def high_memory(num_envs: int):
+        if m.high_planning is None:
+            return None
+        return hierarchy.empty_high_memory(m.high, m.high_planning, num_envs)
 
     def init(key: jax.Array, num_envs: int) -> AgentState:
         learner = init_learner(m, cfg.train, cfg.world_model, key)
-        return AgentState(learner, empty_memory(m, d, num_envs), jnp.zeros((), jnp.int32))
+        return AgentState(learner, empty_memory(m, d, num_envs), jnp.zeros((), jnp.int32), high_memory(num_envs))
 
     def reset(state: AgentState, num_envs: int) -> AgentState:
-        return AgentState(state.learner, empty_memory(m, d, num_envs), jnp.zeros((), jnp.int32))
+        clock = jnp.zeros((), jnp.int32)
+        return AgentState(state.learner, empty_memory(m, d, num_envs), clock, high_memory(num_envs))
 
     def prepare(state: AgentState, buffer: replay.ReplayState) -> AgentState:
         return with_obs_stats(state, buffer.data.obs) if cfg.perception.normalize else state

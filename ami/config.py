@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from ami import actor, configlib, family, scalars
 from ami.config_baselines import BraxConfig, DreamerConfig
+from ami.config_hierarchy import HierarchyConfig
 from ami.configlib import ConfigError, check
 from ami.nn import ACTIVATIONS
 
@@ -55,13 +56,16 @@ class DataConfig:
     `a_t = clip(beta a_{t-1} + sqrt(1 - beta^2) eps_t)`, eps ~ N(0, I). Online (`online.*`),
     `num_envs` environments act in parallel and `steps_per_env` is the capacity of each
     stream (None: the configurator makes it hold the whole run). Its memory is checked
-    against `max_replay_mb` before anything is allocated.
+    against `max_replay_mb` before anything is allocated. `env_kwargs` are merged over
+    `env.kwargs` for the offline exploration env only (e.g. a maze's `task: any` spreads the
+    exploration's starts over every room while evaluation starts in an end room).
     """
 
     num_envs: int = 256
     steps_per_env: int | None = None
     smoothing: float = 0.8
     max_replay_mb: float = 2048.0
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
         check(self.num_envs >= 1, "num_envs", "must be >= 1")
@@ -470,6 +474,7 @@ class ExperimentConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     online: OnlineConfig = dataclasses.field(default_factory=OnlineConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    hierarchy: HierarchyConfig = dataclasses.field(default_factory=HierarchyConfig)
     dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
     brax: BraxConfig = dataclasses.field(default_factory=BraxConfig)
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
@@ -499,6 +504,13 @@ class ExperimentConfig:
             "world_model.prediction_horizon",
             f"must be <= data.steps_per_env ({steps})",
         )
+        if self.hierarchy.enabled:
+            span = self.hierarchy.steps * self.hierarchy.stride
+            check(
+                span <= steps,
+                "hierarchy.steps",
+                f"windows of steps x stride = {span} must fit data.steps_per_env ({steps})",
+            )
         if not self.online.enabled:  # the goal critic's pairs come from the offline data (online: configurator)
             limit = f"must be <= data.steps_per_env ({steps})"
             check(self.critic.max_goal_offset <= steps, "critic.max_goal_offset", limit)
@@ -520,6 +532,7 @@ __all__ = [
     "DreamerConfig",
     "EnvConfig",
     "EvalConfig",
+    "HierarchyConfig",
     "ExperimentConfig",
     "LogConfig",
     "PerceptionConfig",

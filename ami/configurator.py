@@ -131,6 +131,8 @@ def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
     data = _fill(cfg.data, steps_per_env=max(steps, 2))
     d = cfg.dreamer
     dreamer = _fill(d, imagine_starts=d.batch_size * (d.length + 1))
+    h = cfg.hierarchy
+    hierarchy = _fill(h, macro_size=task.action_size, replan_every=h.stride, handover=float(planner.horizon))
     out = dataclasses.replace(
         cfg,
         planner=planner,
@@ -142,6 +144,7 @@ def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
         eval=evaluation,
         data=data,
         dreamer=dreamer,
+        hierarchy=hierarchy,
     )
     _check_resolved(out, task)
     return out
@@ -161,6 +164,8 @@ def _check_resolved(cfg: ExperimentConfig, task: Task) -> None:
             "eval.controllers",
             "the ground-truth twin plans towards a goal; a reward task evaluates 'learned' and 'random'",
         )
+    if cfg.hierarchy.enabled:
+        check(task.goal_conditioned, "hierarchy.enabled", "two-level planning plans towards a goal: this env has none")
     if cfg.cost.value_weight:
         check(cfg.policy.enabled, "policy.enabled", "the value term reads Q(z, pi(z)): it needs the policy")
     if cfg.policy.enabled and cfg.policy.objective == "value":

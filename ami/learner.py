@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ami import config, cost, perception, policy, value, world_model
+from ami import config, cost, hierarchy, perception, policy, value, world_model
 
 if TYPE_CHECKING:
     from ami.agent import AgentState, Modules
@@ -56,13 +56,15 @@ class Learner(NamedTuple):
     step: jax.Array
     policy_opt: Any = None
     target_value: Any = None
+    high: Any = None  # hierarchy.HighLearner of two-level runs
 
 
 class UpdateBatch(NamedTuple):
     """One update's data: JEPA windows `obs [B, L+1, ...]`, `action [B, L, A]`, `reward [B, L]`,
     `terminal [B, L]` (1.0 where the task ended, not the time limit) and `mask [B]`; on goal
     tasks also critic pairs `pair_obs, pair_next_obs, pair_goal [Bc, ...]`, `pair_at_goal [Bc]`
-    and `pair_mask [Bc]` (1.0 for pairs inside one episode)."""
+    and `pair_mask [Bc]` (1.0 for pairs inside one episode); with a high level, its windows
+    `high_obs [Bh, M*k+1, ...]`, `high_action [Bh, M*k, A]` and `high_mask [Bh]`."""
 
     obs: jax.Array
     action: jax.Array
@@ -74,6 +76,9 @@ class UpdateBatch(NamedTuple):
     pair_goal: jax.Array | None = None
     pair_at_goal: jax.Array | None = None
     pair_mask: jax.Array | None = None
+    high_obs: jax.Array | None = None
+    high_action: jax.Array | None = None
+    high_mask: jax.Array | None = None
 
 
 FIXED = (perception.OBS_MEAN, perception.OBS_STD)
@@ -151,6 +156,7 @@ def init_learner(m: Modules, t: config.TrainConfig, w: config.WorldModelConfig, 
         step=jnp.zeros((), jnp.int32),
         policy_opt=tx.init(params.policy) if m.policy else None,
         target_value=copy(params.value),
+        high=hierarchy.init_high(m.high, jax.random.fold_in(k_critic, 5), tx) if m.high else None,
     )
 
 
@@ -163,6 +169,7 @@ class UpdateSettings(NamedTuple):
     value: config.ValueConfig
     policy: config.PolicyConfig
     horizon: int
+    hierarchy: config.HierarchyConfig | None = None
 
 
 def _value_targets(m: Modules, s: UpdateSettings, learner: Learner, z_next, batch: UpdateBatch, key):
@@ -256,6 +263,17 @@ def _policy_update(m: Modules, s: UpdateSettings, learner: Learner, params: Para
     return (*finite_step(tx, grads, learner.policy_opt, learner.params.policy), metrics)
 
 
+def _high_update(m: Modules, s: UpdateSettings, learner: Learner, params: Params, batch: UpdateBatch, key):
+    """One step of the high level on the encoder's (fixed) latents of its windows."""
+    h = s.hierarchy
+    z = m.perception.encode(params.encoder, batch.high_obs[:, :: h.stride])  # [Bh, M+1, D]
+    settings = hierarchy.HighSettings(h.steps, h.gamma, h.expectile, h.random_goal_fraction, h.macro_std, h.target_tau)
+    tx = make_optimizer(s.train)
+    return hierarchy.high_update(
+        m.high, settings, tx, learner.high, z, batch.high_action, batch.high_mask, key, finite_step
+    )
+
+
 def update(m: Modules, s: UpdateSettings, state: AgentState, batch: UpdateBatch) -> tuple[AgentState, dict]:
     """One gradient step of the world model (JEPA loss, and the reward and value heads on reward
     tasks) and, where enabled, of the goal critic and the policy; each part's step is skipped
@@ -278,8 +296,21 @@ def update(m: Modules, s: UpdateSettings, state: AgentState, batch: UpdateBatch)
     if m.policy is not None:
         pi, policy_opt, ok, policy_metrics = _policy_update(m, s, learner, params, batch)
         params, metrics, finite = params._replace(policy=pi), {**metrics, **policy_metrics}, finite & ok
+    high = learner.high
+    if m.high is not None:
+        high, high_metrics, ok = _high_update(m, s, learner, params, batch, jax.random.fold_in(k_critic, 1))
+        metrics, finite = {**metrics, **high_metrics}, finite & ok
     metrics["nonfinite_updates"] = 1.0 - finite.astype(jnp.float32)
     learner = Learner(
-        params, target_encoder, target_critic, model_opt, critic_opt, key, learner.step + 1, policy_opt, target_value
+        params,
+        target_encoder,
+        target_critic,
+        model_opt,
+        critic_opt,
+        key,
+        learner.step + 1,
+        policy_opt,
+        target_value,
+        high,
     )
     return state._replace(learner=learner), metrics

@@ -11,6 +11,7 @@ contract (`ami.agent.Agent`): it never reads which family it runs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -79,7 +80,11 @@ class Training(NamedTuple):
 
 
 def _collect(cfg: ExperimentConfig, env: envs.Env, key: jax.Array) -> replay.ReplayState:
+    """The offline exploration data, from `env` or, with `data.env_kwargs`, the env they make."""
     d = cfg.data
+    if d.env_kwargs:
+        explore = dataclasses.replace(cfg.env, kwargs={**cfg.env.kwargs, **d.env_kwargs})
+        env = make_env(dataclasses.replace(cfg, env=explore))
     return to_replay(collect(env, key, d.num_envs, d.steps_per_env, d.smoothing))
 
 

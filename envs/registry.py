@@ -25,7 +25,7 @@ import numpy as np
 from envs import adapters
 from envs.base import Env, Wrapper
 from envs.checks import SpecCheck, check_env
-from envs.native import Pendulum, PointMass, TwoRooms
+from envs.native import Maze, Pendulum, PointMass, TwoRooms
 from envs.reacher_goal import EPISODE_LENGTH as REACHER_GOAL_EPISODE_LENGTH
 from envs.reacher_goal import ReacherGoal
 from envs.wrappers import ActionRepeat, AutoReset, Canonical, RescaleActions, TimeLimit
@@ -173,6 +173,12 @@ register(
     TwoRooms,
     episode_length=100,
     description="2-D point, two rooms joined by a door; goal-conditioned (PLDM Two-Rooms)",
+)
+register(
+    "maze",
+    Maze,
+    episode_length=600,
+    description="2-D point, 3x3 rooms chained by doors; goal in the far end room (> 200 steps); goal-conditioned",
 )
 register(
     "point_mass", PointMass, episode_length=100, description="2-D double integrator in an open arena; goal-conditioned"

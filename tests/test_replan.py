@@ -29,11 +29,21 @@ def test_planning_settings_are_overridden_and_the_rest_kept(saved):
     assert cfg.world_model == saved.world_model and cfg.train == saved.train
 
 
-@pytest.mark.parametrize("key", ["world_model.hidden=[8]", "perception.latent_size=4", "data.num_envs=2", "seed=1"])
+@pytest.mark.parametrize(
+    "key",
+    ["world_model.hidden=[8]", "perception.latent_size=4", "data.num_envs=2", "seed=1", "hierarchy.stride=8"],
+)
 def test_trained_sections_are_refused_by_name(saved, key):
-    with pytest.raises(configlib.ConfigError, match=r"re-planned with planner\.\*, cost\.\*, eval\.\* only") as err:
+    with pytest.raises(configlib.ConfigError, match=r"re-planned with planner\.\*, cost\.\*, eval\.\* and the") as err:
         replan_config(saved, [key])
     assert err.value.key == key.partition("=")[0]
+
+
+def test_the_hierarchy_s_planning_keys_are_re_planned_and_a_new_high_planner_drops_its_options(saved):
+    saved = replan_config(saved, ["hierarchy.options={population: 64}"])
+    cfg = replan_config(saved, ["hierarchy.plan=false", "hierarchy.horizon=4"])
+    assert (cfg.hierarchy.plan, cfg.hierarchy.horizon, cfg.hierarchy.options) == (False, 4, {"population": 64})
+    assert replan_config(saved, ["hierarchy.planner=gradient"]).hierarchy.options == {}
 
 
 def test_a_new_planner_gets_the_configurator_s_search_settings(saved):
