@@ -123,6 +123,7 @@ def energy_weights(cfg: config.CostConfig, critic_on: bool, gamma: float) -> cos
         visit=cfg.visit_weight,
         visit_scale=cfg.visit_scale,
         visit_fade=cfg.visit_fade,
+        visit_fade_power=cfg.visit_fade_power,
         reward=cfg.reward_weight,
         value=cfg.value_weight,
         discount=gamma,
@@ -290,8 +291,8 @@ def subgoal_step(m: Modules, state: AgentState, z, g, first, started, key):
     """The high level's part of a two-level `act`: re-plans the macro-actions every
     `replan_every` steps (and where an episode starts) and returns `(high memory [N], the low
     level's goal [N, D], whether it re-planned, info)`; the low goal is the subgoal, or the goal
-    itself within `handover` steps of it by the low critic."""
-    hp, params = m.high_planning, state.learner.params
+    itself within `handover` macro-steps of it by the high critic."""
+    hp = m.high_planning
     high = hierarchy.reset_high_where(state.high, first)
     now = (state.clock % hp.replan_every == 0) | started
 
@@ -302,9 +303,7 @@ def subgoal_step(m: Modules, state: AgentState, z, g, first, started, key):
         return h, jnp.full((z.shape[0],), jnp.nan, jnp.float32)
 
     high, energy = jax.lax.cond(now, replan, keep, high)
-    near = jnp.zeros((z.shape[0],), jnp.bool_)
-    if m.critic is not None:
-        near = m.critic.apply(params.critic, z, g) <= hp.handover
+    near = m.high.critic.apply(state.learner.high.params.critic, z, g) <= hp.handover
     low_goal = jnp.where(near[:, None], g, high.subgoal)
     info = {"high_replanned": now, "high_energy": energy, "handed_over": near}
     return high._replace(since=high.since + 1), low_goal, now, info

@@ -230,7 +230,7 @@ class CostConfig:
     `visit_weight > 0` adds the cost of revisiting the last `visit_history` latents held in
     short-term memory (a Gaussian of width `visit_scale` in latent units around each).
     `visit_fade > 0` (steps) fades it out near the goal: each imagined state's visit cost is
-    scaled by `min(1, C(z, g) / visit_fade)` with `C` the goal critic's steps to go, so the
+    scaled by `min(1, C(z, g) / visit_fade) ** visit_fade_power` with `C` the goal critic's steps to go, so the
     agent stays at a goal it reached (`ami.cost.visit_term`)."""
 
     goal_weight: float | None = None
@@ -241,6 +241,7 @@ class CostConfig:
     visit_scale: float = 1.0
     visit_history: int = 100
     visit_fade: float = 0.0
+    visit_fade_power: float = 1.0
     reward_weight: float | None = None
     value_weight: float | None = None
 
@@ -251,6 +252,7 @@ class CostConfig:
         check(self.visit_scale > 0.0, "visit_scale", "must be > 0")
         check(self.visit_history >= 1, "visit_history", "must be >= 1")
         check(self.visit_fade >= 0.0, "visit_fade", "must be >= 0 (steps to go; 0: off)")
+        check(self.visit_fade_power > 0.0, "visit_fade_power", "must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,16 +26,17 @@ PLANNING_KEYS = (
 class HierarchyConfig:
     """Two-level planning (goal tasks). `enabled` trains the high level beside the low one: a
     macro-action code of `macro_size` (None: the action size) for each block of `stride` actions,
-    a predictor of the latent `stride` steps ahead and a cost-to-go in macro-steps (discount
-    `gamma`, `expectile`, `random_goal_fraction` of goals from other windows, slow target
-    `target_tau`), on `batch_size` replay windows of `steps` macro-steps; `macro_std` is the
-    spread each macro-action coordinate keeps over the planner's box.
+    a predictor of the latent `stride` steps ahead and a cost-to-go in macro-steps
+    (`critic_objective`: `td`, expectile TD with discount `gamma`, `expectile`,
+    `random_goal_fraction` of goals from other windows and slow target `target_tau`; or
+    `distance`, the constrained shortest path up to `max_distance` macro-steps), on `batch_size`
+    replay windows of `steps` macro-steps; `macro_std` is the spread each macro-action coordinate keeps over the box.
 
     Planning (re-plannable on a finished run): with `plan`, every `replan_every` steps (None:
     `stride`) the high `planner` (any of `ami.actor`, its `options`) chooses `horizon`
     macro-actions minimising `distance_weight ||z_M - g||^2 / D + critic_weight mean C_H`, and
-    the low planner plans to its first subgoal; within `handover` steps of the goal by the low
-    critic (None: the low planner's horizon) the low level plans to the goal itself.
+    the low planner plans to its first subgoal; within `handover` macro-steps of the goal by the
+    high critic the low level plans to the goal itself.
     `plan: false` plans flat with the same run."""
 
     enabled: bool = False
@@ -44,6 +45,8 @@ class HierarchyConfig:
     steps: int = 8
     hidden: tuple[int, ...] = (128, 128)
     batch_size: int = 128
+    critic_objective: str = "td"
+    max_distance: float = 64.0
     gamma: float = 0.95
     expectile: float = 0.1
     random_goal_fraction: float = 0.3
@@ -53,7 +56,7 @@ class HierarchyConfig:
     planner: str = "cem"
     horizon: int = 8
     replan_every: int | None = None
-    handover: float | None = None
+    handover: float = 1.0
     distance_weight: float = 1.0
     critic_weight: float = 1.0
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -64,13 +67,15 @@ class HierarchyConfig:
         for name in ("steps", "batch_size", "horizon"):
             check(getattr(self, name) >= 1, name, "must be >= 1")
         check(all(h >= 1 for h in self.hidden), "hidden", "widths must be >= 1")
+        check(self.critic_objective in ("distance", "td"), "critic_objective", "must be 'distance' or 'td'")
+        check(self.max_distance > 1.0, "max_distance", "must be > 1 (macro-steps)")
         check(0.0 < self.gamma < 1.0, "gamma", "must be in (0, 1)")
         check(0.0 < self.expectile < 1.0, "expectile", "must be in (0, 1)")
         check(0.0 <= self.random_goal_fraction <= 1.0, "random_goal_fraction", "must be in [0, 1]")
         check(0.0 <= self.target_tau < 1.0, "target_tau", "must be in [0, 1)")
         check(0.0 <= self.macro_std < 1.0, "macro_std", "must be in [0, 1)")
         check(self.replan_every is None or self.replan_every >= 1, "replan_every", "must be >= 1")
-        check(self.handover is None or self.handover >= 0.0, "handover", "must be >= 0 (steps to go)")
+        check(self.handover >= 0.0, "handover", "must be >= 0 (macro-steps to go)")
         check(self.distance_weight >= 0.0 and self.critic_weight >= 0.0, "distance_weight", "weights must be >= 0")
         known = actor.planner_names()
         check(self.planner in known, "planner", f"unknown planner {self.planner!r}; known planners: {', '.join(known)}")

@@ -132,7 +132,7 @@ def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
     d = cfg.dreamer
     dreamer = _fill(d, imagine_starts=d.batch_size * (d.length + 1))
     h = cfg.hierarchy
-    hierarchy = _fill(h, macro_size=task.action_size, replan_every=h.stride, handover=float(planner.horizon))
+    hierarchy = _fill(h, macro_size=task.action_size, replan_every=h.stride)
     out = dataclasses.replace(
         cfg,
         planner=planner,

@@ -225,6 +225,7 @@ class EnergyWeights(NamedTuple):
     visit: float = 0.0
     visit_scale: float = 1.0
     visit_fade: float = 0.0
+    visit_fade_power: float = 1.0
     reward: float = 0.0
     value: float = 0.0
     discount: float = 0.99
@@ -271,7 +272,7 @@ def visit_term(params, heads: Heads, x: Imagined, w: EnergyWeights) -> jax.Array
     """`visit_cost` of the imagined states against the recent latents of short-term memory.
 
     With `visit_fade > 0` on a goal task with a goal critic, each imagined state's visit cost
-    is scaled by `min(1, C(z_t, g) / visit_fade)`: it fades out over the last `visit_fade`
+    is scaled by `min(1, C(z_t, g) / visit_fade) ** visit_fade_power`: it fades out over the last `visit_fade`
     steps to go, so the agent that reached the goal is held there by the cost-to-go instead of
     being pushed on by its own recent positions.
     """
@@ -279,7 +280,7 @@ def visit_term(params, heads: Heads, x: Imagined, w: EnergyWeights) -> jax.Array
         return jnp.zeros((), jnp.float32)
     fade = None
     if w.visit_fade > 0.0 and x.goal is not None and heads.critic is not None:
-        fade = jnp.clip(heads.critic.apply(params.critic, x.z, x.goal) / w.visit_fade, 0.0, 1.0)
+        fade = jnp.clip(heads.critic.apply(params.critic, x.z, x.goal) / w.visit_fade, 0.0, 1.0) ** w.visit_fade_power
     return visit_cost(x.z, x.visited, x.visited_valid, w.visit_scale, fade)
 
 

@@ -9,9 +9,13 @@ encoder's latents, held fixed), `mean_i ||z^_i - z_ik||^2 / D`. A variance hinge
 macro-action coordinate spread over the planner's box (`std(u_j) >= macro_std`), so the box the
 planner searches is the one the predictor was trained on.
 
-The high cost-to-go `C_H(z, g)` counts macro-steps to the goal (metric critic of `ami.cost`),
-fitted by expectile TD over macro-steps with hindsight goals inside a window and random goals
-from other windows (which stitch short streams into long routes):
+The high cost-to-go `C_H(z, g)` counts macro-steps to the goal (metric critic of `ami.cost`).
+With `objective="distance"` it is the constrained shortest path of `cost.distance_loss`
+over macro-steps: every observed macro-step `z_i -> z_{i+1}` within 1, latents of unrelated
+windows pushed apart (up to `max_distance`), so that the largest distance the data allow is the
+number of macro-steps along the shortest route through them, stitched from short streams.
+By default (`objective="td"`) it is fitted by expectile TD with hindsight goals inside a window
+and random goals from other windows:
 
     target = 0                            if g is the latent at step i (offset 0)
              1 + gamma_H C_H'(z_{i+1}, g)  otherwise
@@ -22,8 +26,8 @@ planner of `ami.actor`, the same contract as the low one) minimises over `u [M, 
     E_H(u) = w_d ||z^_M - g||^2 / D + w_c mean_i C_H(z^_i, g)
 
 and hands its first predicted latent `z^_1` to the low level as the goal it plans to (its own
-planner, energy and critic); within `handover` steps of the goal (the low critic's count) the
-low level plans to the goal itself.
+planner, energy and critic); within `handover` macro-steps of the goal (`C_H`) the low level
+plans to the goal itself.
 """
 
 from __future__ import annotations
@@ -81,6 +85,15 @@ class HighSettings(NamedTuple):
     random_goal_fraction: float
     macro_std: float
     target_tau: float
+    objective: str = "td"
+    max_distance: float = 64.0
+    penalty: float = 100.0
+
+
+def settings(h) -> HighSettings:
+    """`HighSettings` from the `hierarchy` config section."""
+    fields = ("steps", "gamma", "expectile", "random_goal_fraction", "macro_std", "target_tau")
+    return HighSettings(*(getattr(h, f) for f in fields), h.critic_objective, h.max_distance)
 
 
 class HighMemory(NamedTuple):
@@ -171,7 +184,15 @@ def critic_targets(z: jax.Array, key: jax.Array, random_fraction: float):
 
 
 def critic_loss(hl: HighLevel, s: HighSettings, params: HighParams, target: Params, z, key, mask):
-    """Expectile TD of `C_H` on `critic_targets` of `z [B, M+1, D]` (`mask [B]`)."""
+    """The loss of `C_H` on windows `z [B, M+1, D]` (`mask [B]`): expectile TD on `critic_targets`
+    (`objective="td"`), or the constrained shortest path of `cost.distance_loss` over macro-steps
+    (`"distance"`: every observed macro-step within 1, unrelated latents of other windows pushed
+    apart up to `max_distance`)."""
+    if s.objective == "distance":
+        z_i, z_next = z[:, :-1].reshape(-1, z.shape[-1]), z[:, 1:].reshape(-1, z.shape[-1])
+        other = jax.random.permutation(key, z_next, axis=0)
+        weights = jnp.repeat(mask, z.shape[1] - 1)
+        return cost.distance_loss(params.critic, hl.critic, z_i, z_next, other, s.max_distance, s.penalty, weights)[0]
     z_i, z_next, goal, at_goal = critic_targets(z, key, s.random_goal_fraction)
     boot = 1.0 + s.gamma * hl.critic.apply(target, z_next, goal)
     y = jax.lax.stop_gradient(jnp.where(at_goal > 0, 0.0, boot))

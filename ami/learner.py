@@ -267,7 +267,7 @@ def _high_update(m: Modules, s: UpdateSettings, learner: Learner, params: Params
     """One step of the high level on the encoder's (fixed) latents of its windows."""
     h = s.hierarchy
     z = m.perception.encode(params.encoder, batch.high_obs[:, :: h.stride])  # [Bh, M+1, D]
-    settings = hierarchy.HighSettings(h.steps, h.gamma, h.expectile, h.random_goal_fraction, h.macro_std, h.target_tau)
+    settings = hierarchy.settings(h)
     tx = make_optimizer(s.train)
     return hierarchy.high_update(
         m.high, settings, tx, learner.high, z, batch.high_action, batch.high_mask, key, finite_step

@@ -541,6 +541,9 @@ def test_visit_fade_scales_each_step_by_the_critics_steps_to_go(energy_problem):
     got = float(cost.visit_term(params, cost.Heads(critic=critic), x, w._replace(visit_fade=fade)))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert got < float(cost.visit_term(params, cost.Heads(critic=critic), x, w)) - 1e-3  # it faded
+    squared = np.mean(np.minimum(1.0, steps_to_go / fade) ** 2 * per_step)  # visit_fade_power 2: sharper
+    w2 = w._replace(visit_fade=fade, visit_fade_power=2.0)
+    np.testing.assert_allclose(float(cost.visit_term(params, cost.Heads(critic=critic), x, w2)), squared, rtol=1e-5)
     # no critic (or fade 0): the plain visit cost
     unfaded = float(cost.visit_cost(z, visited, valid, 0.8))
     no_critic = float(cost.visit_term(params, cost.Heads(), x, w._replace(visit_fade=fade)))

@@ -42,6 +42,10 @@ def test_overrides_are_applied_and_typed():
         ("data.smoothing=1.0", "data.smoothing", r"must be in \[0, 1\)"),
         ("planner.horizon=0", "planner.horizon", r"must be >= 1"),
         ("cost.visit_fade=-1.0", "cost.visit_fade", r"must be >= 0 \(steps to go; 0: off\)"),
+        ("cost.visit_fade_power=0.0", "cost.visit_fade_power", "must be > 0"),
+        ("hierarchy.stride=1", "hierarchy.stride", "must be >= 2"),
+        ("hierarchy.planner=bogus", "hierarchy.planner", "unknown planner"),
+        ("hierarchy.critic_objective=mc", "hierarchy.critic_objective", "must be 'distance' or 'td'"),
         ("perception.hidden=[32,0]", "perception.hidden", r"widths must be >= 1"),
         (
             "world_model.anti_collapse=vicrg",

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from ami import configlib, hierarchy
+from ami import configlib, cost, hierarchy
 from ami.agent import subgoal_step
 from ami.config import ExperimentConfig
 from ami.evaluate import observe
@@ -93,7 +93,7 @@ def test_the_high_level_learns_to_predict_its_subsampled_future_on_the_maze(maze
     """Raw positions as the (fixed) latent: the predictor's error 8 steps ahead falls 8x."""
     cfg, _, agent, buffer = maze
     h = cfg.hierarchy
-    s = hierarchy.HighSettings(h.steps, h.gamma, h.expectile, h.random_goal_fraction, h.macro_std, h.target_tau)
+    s = hierarchy.settings(h)
     tx = optax.adam(3e-3)
     high = hierarchy.make_high_level(2, 2, 8, 2, hidden=(64, 64))
     learner = hierarchy.init_high(high, jax.random.key(1), tx)
@@ -153,3 +153,26 @@ def test_the_low_level_plans_to_the_subgoal_or_within_handover_to_the_goal_itsel
     _, low_goal, _, info = subgoal_step(near, state, z, g, first, started, jax.random.key(9))
     assert bool(jnp.all(info["handed_over"]))
     np.testing.assert_array_equal(low_goal, g)
+
+
+def test_the_distance_objective_constrains_every_macro_step_and_pushes_other_windows_apart(high):
+    params = hierarchy.init_high(high, jax.random.key(0), optax.sgd(0.1)).params
+    z = jax.random.normal(jax.random.key(1), (3, M + 1, D))
+    s = hierarchy.HighSettings(M, 0.95, 0.1, 0.3, 0.5, 0.995, "distance", 10.0, 100.0)
+    key = jax.random.key(2)
+    loss = hierarchy.critic_loss(high, s, params, params.critic, z, key, jnp.array([1.0, 1.0, 0.0]))
+    z_i, z_next = z[:, :-1].reshape(-1, D), z[:, 1:].reshape(-1, D)
+    other = jax.random.permutation(key, z_next, axis=0)
+    mask = jnp.repeat(jnp.array([1.0, 1.0, 0.0]), M)
+    expected, _ = cost.distance_loss(params.critic, high.critic, z_i, z_next, other, 10.0, 100.0, mask)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+
+
+def test_two_level_planning_is_refused_on_a_reward_task_and_windows_must_fit_the_streams():
+    from ami.configurator import Task, resolve
+
+    cfg = configlib.load(ExperimentConfig, {"hierarchy": {"enabled": True}, "env": {"name": "pendulum"}})
+    with pytest.raises(configlib.ConfigError, match=r"hierarchy\.enabled: two-level planning plans towards a goal"):
+        resolve(cfg, Task(goal_conditioned=False, action_size=1, episode_length=200))
+    with pytest.raises(configlib.ConfigError, match=r"hierarchy\.steps: windows of steps x stride = 128 must fit"):
+        configlib.load(ExperimentConfig, {"hierarchy": {"enabled": True}, "data": {"steps_per_env": 100}})
