@@ -5,7 +5,10 @@
   unhealthy true gradients;
 * `ami.diagnostics.report`: `ami plan`'s report, every planner on the learned and the true energy;
 * `ami.diagnostics.output`: its table and JSON files;
-* `ami.diagnostics.plots`: its figures (matplotlib, the optional `plot` extra, imported lazily).
+* `ami.diagnostics.plots`: its figures (matplotlib, the optional `plot` extra, imported lazily);
+* `ami.diagnostics.lq`: linear-quadratic problems with closed-form optima (planner convergence);
+* `ami.diagnostics.compounding`: latent prediction error of learned rollouts against the
+  encoded true future, by horizon (`benchmarks/compounding.py`).
 
 Nothing is imported here: importing one module loads neither the others nor matplotlib.
 """
