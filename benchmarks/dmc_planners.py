@@ -15,12 +15,11 @@ seconds and milliseconds per batched decision (all episodes act together). Write
 from __future__ import annotations
 
 import argparse
-import time
 from functools import partial
 from pathlib import Path
 
 import jax
-from record import write_json
+from record import compile_and_run, write_json
 
 from ami import actor, configlib
 from ami.config import ExperimentConfig
@@ -47,13 +46,7 @@ def evaluate_planner(run_dir: str, planner: str, overrides: list[str]) -> dict:
             controller="learned",
         )
     )
-    key = jax.random.key(e.seed)
-    start = time.perf_counter()
-    compiled = run.lower(state, key=key).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(state, key=key))
-    run_s = time.perf_counter() - start
+    out, compile_s, run_s = compile_and_run(run, state, key=jax.random.key(e.seed))
     p = cfg.planner
     settings = (
         {"mode": p.mode}

@@ -21,12 +21,11 @@ Rows are measured in one process, one after the other. Writes JSON.
 from __future__ import annotations
 
 import argparse
-import time
 from functools import partial
 
 import jax
 import jax.numpy as jnp
-from record import write_json
+from record import compile_and_run, write_json
 
 from ami import hierarchy
 from ami.evaluate import run_episodes
@@ -67,13 +66,7 @@ def evaluate_row(run_dir: str, overrides: list[str], episodes: int | None) -> di
     env = make_env(cfg, auto_reset=False)
     n, steps = episodes or cfg.eval.episodes, cfg.env.episode_length
     run = jax.jit(partial(run_episodes, agent, env=env, num_episodes=n, num_steps=steps, controller="learned"))
-    key = jax.random.key(cfg.eval.seed)
-    start = time.perf_counter()
-    compiled = run.lower(state, key=key).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(state, key=key))
-    wall = time.perf_counter() - start
+    out, compile_s, wall = compile_and_run(run, state, key=jax.random.key(cfg.eval.seed))
     row = {k: float(v) for k, v in out.items()}
     row.update(planning_cost(agent, agent.reset(state, 1)))
     row.update(compile_s=compile_s, ms_per_decision=1000.0 * wall / steps, episodes=n, steps=steps)

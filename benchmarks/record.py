@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -20,6 +21,19 @@ def machine() -> dict:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), **versions}
+
+
+def compile_and_run(jitted, *args, **kwargs) -> tuple[object, float, float]:
+    """`(output, compile seconds, run seconds)` of a `jax.jit`-ed function: compiled ahead of time,
+    then run once to completion."""
+    import jax
+
+    start = time.perf_counter()
+    compiled = jitted.lower(*args, **kwargs).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args, **kwargs))
+    return out, compile_s, time.perf_counter() - start
 
 
 def write_json(path: str | Path, record: dict) -> Path:
