@@ -4,7 +4,7 @@ Loads a run trained with `hierarchy.enabled` (e.g. `ami train experiments/maze.y
 runs/maze`) and evaluates, on the same episodes from the run's fixed eval seed:
 
 * `flat`: the low planner alone, at the run's settings (`hierarchy.plan=false`);
-* `flat, long horizon`: the same planner and search budget over as many steps as the high
+* `flat H=<reach>`: the same planner and search budget over as many steps as the high
   level looks ahead (`planner.horizon = hierarchy.horizon x stride`);
 * `two-level`: the high planner chooses macro-actions, the low planner plans to the first subgoal.
 
@@ -37,7 +37,7 @@ def rows_for(cfg) -> list[tuple[str, list[str]]]:
     reach = cfg.hierarchy.horizon * cfg.hierarchy.stride
     return [
         ("flat", ["hierarchy.plan=false"]),
-        (f"flat, horizon {reach}", ["hierarchy.plan=false", f"planner.horizon={reach}"]),
+        (f"flat H={reach}", ["hierarchy.plan=false", f"planner.horizon={reach}"]),
         ("two-level", []),
     ]
 
