@@ -207,16 +207,15 @@ def high_update(
     tx: optax.GradientTransformation,
     learner: HighLearner,
     z: jax.Array,
-    actions: jax.Array,
+    blocks: jax.Array,
     mask: jax.Array,
     key: jax.Array,
     finite_step: Callable,
 ):
     """One step of the high level on windows of latents every `stride` steps `z [B, M+1, D]`
-    (fixed targets), the actions between them `actions [B, M*k, A]` and `mask [B]`.
-    Returns `(learner, metrics, finite)`."""
+    (fixed targets), the action blocks between them `blocks [B, M, k, A]` (`subsample`) and
+    `mask [B]`. Returns `(learner, metrics, finite)`."""
     z = jax.lax.stop_gradient(z)
-    blocks = actions.reshape(actions.shape[0], -1, hl.stride, actions.shape[-1])  # [B, M, k, A]
 
     def loss_fn(p: HighParams):
         pred, (u, per_step) = prediction_loss(hl, p, z, blocks, mask)

@@ -266,12 +266,11 @@ def _policy_update(m: Modules, s: UpdateSettings, learner: Learner, params: Para
 def _high_update(m: Modules, s: UpdateSettings, learner: Learner, params: Params, batch: UpdateBatch, key):
     """One step of the high level on the encoder's (fixed) latents of its windows."""
     h = s.hierarchy
-    z = m.perception.encode(params.encoder, batch.high_obs[:, :: h.stride])  # [Bh, M+1, D]
+    obs, blocks = jax.vmap(partial(hierarchy.subsample, stride=h.stride))(batch.high_obs, batch.high_action)
+    z = m.perception.encode(params.encoder, obs)  # [Bh, M+1, D]
     settings = hierarchy.settings(h)
     tx = make_optimizer(s.train)
-    return hierarchy.high_update(
-        m.high, settings, tx, learner.high, z, batch.high_action, batch.high_mask, key, finite_step
-    )
+    return hierarchy.high_update(m.high, settings, tx, learner.high, z, blocks, batch.high_mask, key, finite_step)
 
 
 def update(m: Modules, s: UpdateSettings, state: AgentState, batch: UpdateBatch) -> tuple[AgentState, dict]:

@@ -3,6 +3,8 @@ its losses, its training on a maze, and the two-level act."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -102,8 +104,9 @@ def test_the_high_level_learns_to_predict_its_subsampled_future_on_the_maze(maze
     def step(learner, key):
         k_batch, k_update = jax.random.split(key)
         batch = agent.sample(buffer, k_batch)
-        z = batch.high_obs[:, ::8] * 10.0  # positions in units of a tenth of the arena
-        return hierarchy.high_update(high, s, tx, learner, z, batch.high_action, batch.high_mask, k_update, finite_step)
+        obs, blocks = jax.vmap(partial(hierarchy.subsample, stride=8))(batch.high_obs, batch.high_action)
+        z = obs * 10.0  # positions in units of a tenth of the arena
+        return hierarchy.high_update(high, s, tx, learner, z, blocks, batch.high_mask, k_update, finite_step)
 
     first = None
     for i in range(400):
