@@ -293,7 +293,7 @@ def subgoal_step(m: Modules, state: AgentState, z, g, first, started, key):
     level's goal [N, D], whether it re-planned, info)`; the low goal is the subgoal, or the goal
     itself within `handover` macro-steps of it by the high critic."""
     hp = m.high_planning
-    high = hierarchy.reset_high_where(state.high, first)
+    high = memory.zeros_where(state.high, first)
     now = (state.clock % hp.replan_every == 0) | started
 
     def replan(h):
@@ -312,7 +312,7 @@ def subgoal_step(m: Modules, state: AgentState, z, g, first, started, key):
 def empty_memory(m: Modules, latent_size: int, num_envs: int) -> memory.Memory:
     """`num_envs` fresh short-term memories (batched on the leading axis)."""
     one = memory.init(m.planner.horizon, m.planner.action_size, latent_size, history=m.acting.visit_history)
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_envs, *x.shape)), one)
+    return memory.batched(one, num_envs)
 
 
 class SampleSettings(NamedTuple):

@@ -81,4 +81,4 @@ class HierarchyConfig:
         check(self.planner in known, "planner", f"unknown planner {self.planner!r}; known planners: {', '.join(known)}")
         declared = actor.planner_defaults(self.planner)
         unknown = sorted(set(self.options) - set(declared))
-        check(not unknown, "options", f"{self.planner} has no option(s) {unknown}; it has {sorted(declared)}")
+        check(not unknown, "options", f"planner {self.planner!r} has no option(s) {unknown}; known: {sorted(declared)}")

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ami import cost, nn, world_model
+from ami import cost, memory, nn, perception, world_model
 from ami.actor import Planner, make_planner, shift_plan
 
 Params = nn.Params
@@ -226,9 +226,7 @@ def high_update(
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(learner.params)
     params, opt, finite = finite_step(tx, grads, learner.opt, learner.params)
-    target = jax.tree.map(
-        lambda t, o: s.target_tau * t + (1.0 - s.target_tau) * o, learner.target_critic, params.critic
-    )
+    target = perception.ema_update(learner.target_critic, params.critic, s.target_tau)
     return HighLearner(params, target, opt), metrics, finite
 
 
@@ -267,16 +265,10 @@ def empty_high_memory(hl: HighLevel, hp: HighPlanning, num_envs: int) -> HighMem
         subgoal=jnp.zeros((hl.latent_size,), jnp.float32),
         since=jnp.zeros((), jnp.int32),
     )
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (num_envs, *x.shape)), m)
+    return memory.batched(m, num_envs)
 
 
-def reset_high_where(mem: HighMemory, first: jax.Array) -> HighMemory:
-    """Fresh high memories where `first [N]` marks an episode start."""
-    fresh = jax.tree.map(jnp.zeros_like, mem)
-    return jax.tree.map(lambda f, x: jnp.where(first.reshape(-1, *(1,) * (x.ndim - 1)), f, x), fresh, mem)
-
-
-def plan_subgoals(hl: HighLevel, hp: HighPlanning, params: HighParams, mem: HighMemory, z, g, key) -> HighMemory:
+def plan_subgoals(hl: HighLevel, hp: HighPlanning, params: HighParams, mem: HighMemory, z, g, key):
     """Re-plans the macro sequence for a batch (`z, g [N, D]`), warm-started from the shifted last
     plan, and stores its first predicted latent as the subgoal. Returns `(mem, energy [N])`."""
 

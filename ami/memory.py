@@ -117,9 +117,19 @@ def reset_where(memory: Memory, done: Array) -> Memory:
     done = jnp.asarray(done, jnp.bool_)
     if done.shape != memory.plan_valid.shape:
         raise ValueError(f"reset_where: done must have the batch shape {memory.plan_valid.shape}, got {done.shape}")
+    return zeros_where(memory, done)
+
+
+def zeros_where(tree, done: Array):
+    """`tree` (any pytree of batched state, leaves `[*done.shape, ...]`) with zeros where `done` is true."""
 
     def pick(leaf: Array) -> Array:
         mask = jnp.reshape(done, done.shape + (1,) * (leaf.ndim - done.ndim))
         return jnp.where(mask, jnp.zeros_like(leaf), leaf)
 
-    return jax.tree.map(pick, memory)
+    return jax.tree.map(pick, tree)
+
+
+def batched(tree, n: int):
+    """`n` copies of an unbatched state `tree`, stacked on a new leading axis."""
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *x.shape)), tree)

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from record import compile_and_run, write_json
 
-from ami import hierarchy
+from ami import configlib, hierarchy
+from ami.config import ExperimentConfig
 from ami.evaluate import run_episodes
 from ami.replan import load_run
 from ami.run import make_env
@@ -85,7 +87,7 @@ def main() -> None:
     parser.add_argument("--rows", default=None, help="comma-separated subset of the row names")
     parser.add_argument("--out", default="benchmarks/results/hierarchy.json")
     args = parser.parse_args()
-    saved, _, _ = load_run(args.run_dir)
+    saved = configlib.load(ExperimentConfig, Path(args.run_dir) / "config.yaml")
     if not saved.hierarchy.enabled:
         raise SystemExit(f"{args.run_dir} was trained without hierarchy.enabled: there is no high level to compare")
     rows = rows_for(saved)
