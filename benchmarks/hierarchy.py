@@ -105,7 +105,6 @@ def main() -> None:
         cost = f"{row['evaluations']:>9.1f} {row['predictor_steps']:>14.0f} {row['ms_per_decision']:>8.1f}"
         print(f"{name:<22} {success} {cost}  (compile {row['compile_s']:.0f} s)", flush=True)
     write_json(args.out, {"run_dir": args.run_dir, "rows": results})
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
