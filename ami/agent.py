@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ami import config, cost, hierarchy, memory, nn, perception, policy, replay, scalars, value, world_model
+from ami import config, cost, hierarchy, landmarks, memory, nn, perception, policy, replay, scalars, value, world_model
 from ami.actor import Planner, make_planner
 from ami.learner import (
     Learner,
@@ -86,6 +86,7 @@ class Modules(NamedTuple):
     goal_task: bool
     high: hierarchy.HighLevel | None = None
     high_planning: hierarchy.HighPlanning | None = None
+    landmarks: landmarks.LandmarkPlanning | None = None
 
 
 class AgentState(NamedTuple):
@@ -184,13 +185,14 @@ def make_modules(cfg: config.ExperimentConfig, spec: Spec) -> Modules:
         goal_task=goal,
         high=high,
         high_planning=high_planning,
+        landmarks=make_landmark_planning(cfg),
     )
 
 
 def make_high(cfg: config.ExperimentConfig, spec: Spec, dtype):
-    """The high level (None unless `hierarchy.enabled`) and its planning (None unless `hierarchy.plan`)."""
+    """The learned high level (None unless `hierarchy.learned`) and its planning (None unless `hierarchy.plan`)."""
     h = cfg.hierarchy
-    if not h.enabled:
+    if not h.learned:
         return None, None
     d, act = cfg.perception.latent_size, cfg.world_model.activation
     high = hierarchy.make_high_level(d, spec.action_size, h.stride, h.macro_size, h.hidden, act, dtype)
@@ -199,6 +201,14 @@ def make_high(cfg: config.ExperimentConfig, spec: Spec, dtype):
     options = {**h.options, "distance_weight": h.distance_weight, "critic_weight": h.critic_weight}
     planning = hierarchy.make_high_planning(high, h.planner, h.horizon, h.replan_every, h.handover, **options)
     return high, planning
+
+
+def make_landmark_planning(cfg: config.ExperimentConfig) -> landmarks.LandmarkPlanning | None:
+    """Waypoint planning over the landmark graph (`hierarchy.subgoals: landmarks` with `plan`)."""
+    h = cfg.hierarchy
+    if not (h.enabled and h.subgoals == "landmarks" and h.plan):
+        return None
+    return landmarks.LandmarkPlanning(h.landmarks, float(h.edge_cutoff), h.max_hops, int(h.replan_every))
 
 
 def with_obs_stats(state: AgentState, obs: jax.Array) -> AgentState:
@@ -280,6 +290,9 @@ def act(m: Modules, state: AgentState, step: TimeStep, key, plan_fn: Callable | 
         key, k_high = jax.random.split(key)
         high, g, high_now, info = subgoal_step(m, state, z, g, step.first, started, k_high)
         now = now | high_now
+    elif m.landmarks is not None:
+        high, g, high_now, info = waypoint_step(m, state, z, g, step.first, started)
+        now = now | high_now
     mem, plan_energy = jax.lax.cond(now, replan, keep, mem)
     action = jax.vmap(memory.read_warm_start)(mem)[:, 0]
     mem = jax.vmap(memory.update)(mem, z, action)
@@ -309,6 +322,30 @@ def subgoal_step(m: Modules, state: AgentState, z, g, first, started, key):
     return high._replace(since=high.since + 1), low_goal, now, info
 
 
+def waypoint_step(m: Modules, state: AgentState, z, g, first, started):
+    """The landmark graph's part of a two-level `act` (`ami.landmarks`): a new waypoint every
+    `replan_every` steps (and where an episode starts); the low level's goal is the waypoint, or
+    the goal itself once the low critic reads it within the edge cutoff."""
+    lp, params = m.landmarks, state.learner.params
+    high = memory.zeros_where(state.high, first)
+    now = (state.clock % lp.replan_every == 0) | started
+    critic = partial(m.critic.apply, params.critic)
+
+    def replan(h):
+        l = m.perception.encode(params.encoder, state.learner.landmarks)
+        h, route, direct = landmarks.plan_waypoints(critic, lp, l, h, z, g)
+        return h, route, direct
+
+    def keep(h):
+        return h, jnp.full((z.shape[0],), jnp.nan, jnp.float32), jnp.zeros((z.shape[0],), jnp.bool_)
+
+    high, route, direct = jax.lax.cond(now, replan, keep, high)
+    near = critic(z, g) <= lp.cutoff
+    low_goal = jnp.where(near[:, None], g, high.subgoal)
+    info = {"high_replanned": now, "high_energy": route, "handed_over": near, "waypoint_direct": direct}
+    return high._replace(since=high.since + 1), low_goal, now, info
+
+
 def empty_memory(m: Modules, latent_size: int, num_envs: int) -> memory.Memory:
     """`num_envs` fresh short-term memories (batched on the leading axis)."""
     one = memory.init(m.planner.horizon, m.planner.action_size, latent_size, history=m.acting.visit_history)
@@ -320,12 +357,14 @@ class SampleSettings(NamedTuple):
     length: int
     critic: config.CriticConfig
     hierarchy: config.HierarchyConfig | None = None
+    groups: int = 1  # blocks of replay streams the batch is stratified over (`replay.sample`)
 
 
 def sample_batch(s: SampleSettings, goal_task: bool, buffer: replay.ReplayState, key: jax.Array) -> UpdateBatch:
-    """JEPA windows with rewards and, on goal tasks, hindsight critic pairs (a fraction with random goals)."""
+    """JEPA windows with rewards and, on goal tasks, hindsight critic pairs (a fraction with random
+    goals, drawn from the pairs of the same block of streams: nothing crosses the `s.groups` blocks)."""
     k_win, k_pair, k_rand, k_perm = jax.random.split(key, 4)
-    windows = replay.sample(buffer, k_win, s.batch_size, s.length)
+    windows = replay.sample(buffer, k_win, s.batch_size, s.length, groups=s.groups)
     t = windows.transitions
     obs = jnp.concatenate([t.obs[:, :1], t.next_obs], axis=1)
     terminal = (t.done * (1.0 - t.truncated)).astype(jnp.float32)
@@ -334,7 +373,9 @@ def sample_batch(s: SampleSettings, goal_task: bool, buffer: replay.ReplayState,
         return batch
     if s.hierarchy is not None:
         h = s.hierarchy
-        long = replay.sample(buffer, jax.random.fold_in(k_win, 1), h.batch_size, h.steps * h.stride, num_candidates=4)
+        span = h.steps * h.stride
+        k_long = jax.random.fold_in(k_win, 1)
+        long = replay.sample(buffer, k_long, h.batch_size, span, num_candidates=4, groups=s.groups)
         lt = long.transitions
         batch = batch._replace(
             high_obs=jnp.concatenate([lt.obs[:, :1], lt.next_obs], axis=1),
@@ -342,9 +383,9 @@ def sample_batch(s: SampleSettings, goal_task: bool, buffer: replay.ReplayState,
             high_mask=long.valid.astype(jnp.float32),
         )
     c = s.critic
-    pairs = replay.sample_pairs(buffer, k_pair, c.batch_size, c.max_goal_offset, num_candidates=8)
+    pairs = replay.sample_pairs(buffer, k_pair, c.batch_size, c.max_goal_offset, num_candidates=8, groups=s.groups)
     rand = jax.random.bernoulli(k_rand, c.random_goal_fraction, (c.batch_size,))
-    other = jax.random.permutation(k_perm, pairs.obs_goal)
+    other = _permute_within(k_perm, pairs.obs_goal, s.groups)
     goal = jnp.where(rand.reshape(-1, *(1,) * (pairs.obs_goal.ndim - 1)), other, pairs.obs_goal)
     return batch._replace(
         pair_obs=pairs.transition.obs,
@@ -355,6 +396,15 @@ def sample_batch(s: SampleSettings, goal_task: bool, buffer: replay.ReplayState,
     )
 
 
+def _permute_within(key: jax.Array, x: jax.Array, groups: int) -> jax.Array:
+    """`x [B, ...]` with its rows shuffled inside each of `groups` consecutive blocks (1: all rows)."""
+    if groups == 1:
+        return jax.random.permutation(key, x)
+    blocks = x.reshape(groups, x.shape[0] // groups, *x.shape[1:])
+    shuffled = jax.vmap(jax.random.permutation)(jax.random.split(key, groups), blocks)
+    return shuffled.reshape(x.shape)
+
+
 def make_agent(cfg: config.ExperimentConfig, spec: Spec) -> Agent:
     """The AMI agent for a resolved config (`ami.configurator.resolve`)."""
     spec = Spec(tuple(spec.obs_shape), int(spec.action_size), bool(spec.goal_conditioned))
@@ -362,15 +412,21 @@ def make_agent(cfg: config.ExperimentConfig, spec: Spec) -> Agent:
     d = cfg.perception.latent_size
     high = cfg.hierarchy if m.high is not None else None
     settings = UpdateSettings(cfg.train, cfg.world_model, cfg.critic, cfg.value, cfg.policy, cfg.planner.horizon, high)
-    sampling = SampleSettings(cfg.train.batch_size, cfg.world_model.prediction_horizon, cfg.critic, high)
+    sampling = SampleSettings(
+        cfg.train.batch_size, cfg.world_model.prediction_horizon, cfg.critic, high, cfg.distributed.sample_groups
+    )
 
     def high_memory(num_envs: int):
+        if m.landmarks is not None:
+            return landmarks.empty_memory(d, num_envs)
         if m.high_planning is None:
             return None
         return hierarchy.empty_high_memory(m.high, m.high_planning, num_envs)
 
     def init(key: jax.Array, num_envs: int) -> AgentState:
         learner = init_learner(m, cfg.train, cfg.world_model, key)
+        if cfg.hierarchy.enabled and cfg.hierarchy.subgoals == "landmarks":  # chosen from the replay by `prepare`
+            learner = learner._replace(landmarks=jnp.zeros((cfg.hierarchy.landmarks, *spec.obs_shape), jnp.float32))
         return AgentState(learner, empty_memory(m, d, num_envs), jnp.zeros((), jnp.int32), high_memory(num_envs))
 
     def reset(state: AgentState, num_envs: int) -> AgentState:
@@ -378,7 +434,11 @@ def make_agent(cfg: config.ExperimentConfig, spec: Spec) -> Agent:
         return AgentState(state.learner, empty_memory(m, d, num_envs), clock, high_memory(num_envs))
 
     def prepare(state: AgentState, buffer: replay.ReplayState) -> AgentState:
-        return with_obs_stats(state, buffer.data.obs) if cfg.perception.normalize else state
+        state = with_obs_stats(state, buffer.data.obs) if cfg.perception.normalize else state
+        if cfg.hierarchy.enabled and cfg.hierarchy.subgoals == "landmarks":
+            chosen = landmarks.from_replay(buffer.data.obs, cfg.hierarchy.landmarks).astype(jnp.float32)
+            state = state._replace(learner=state.learner._replace(landmarks=chosen))
+        return state
 
     def plan(params, z0, goal, init_plan, key, mem=None):
         return plan_batch(m, params, z0, goal, init_plan, key, mem)

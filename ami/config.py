@@ -424,10 +424,17 @@ class DistributedConfig:
     `model` axis is reserved for sharding parameters (1 today). `coordinator` ("host:port"),
     `num_processes` and `process_id` start `jax.distributed` (None: JAX's detection of the
     cluster's environment where there is one, else one process). A resumed run may change all
-    of these: checkpoints hold global arrays and move between device counts."""
+    of these: checkpoints hold global arrays and move between device counts.
+    `sample_groups` G > 1 draws each update batch stratified over G consecutive blocks of the
+    replay's streams (`ami.replay.sample(..., groups=G)`); with G equal to the size of `data`
+    every device samples its rows from its own streams and no replayed window crosses devices
+    (with G = 1 the windows are gathered across them). `data.num_envs` and the batch sizes
+    must divide by G. G changes which windows are drawn, so runs compare bit for bit only at
+    the same G (1 device with G = 8 samples exactly as 8 devices with G = 8)."""
 
     data: int | None = None
     model: int = 1
+    sample_groups: int = 1
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
@@ -435,6 +442,7 @@ class DistributedConfig:
     def validate(self) -> None:
         check(self.data is None or self.data >= 1, "data", "must be >= 1 or null (all devices)")
         check(self.model == 1, "model", "parameters are replicated: only 1 is supported")
+        check(self.sample_groups >= 1, "sample_groups", "must be >= 1")
         check(self.num_processes is None or self.num_processes >= 1, "num_processes", "must be >= 1")
         check(self.process_id is None or self.process_id >= 0, "process_id", "must be >= 0")
         given = [x is not None for x in (self.coordinator, self.num_processes, self.process_id)]
@@ -488,6 +496,7 @@ class ExperimentConfig:
             "planner.mode",
             "'policy' acts with the amortised policy: it needs policy.enabled",
         )
+        self._check_sample_groups()
         steps = self.data.steps_per_env
         if steps is None:
             return
@@ -506,7 +515,7 @@ class ExperimentConfig:
             "world_model.prediction_horizon",
             f"must be <= data.steps_per_env ({steps})",
         )
-        if self.hierarchy.enabled:
+        if self.hierarchy.learned:
             span = self.hierarchy.steps * self.hierarchy.stride
             check(
                 span <= steps,
@@ -516,6 +525,22 @@ class ExperimentConfig:
         if not self.online.enabled:  # the goal critic's pairs come from the offline data (online: configurator)
             limit = f"must be <= data.steps_per_env ({steps})"
             check(self.critic.max_goal_offset <= steps, "critic.max_goal_offset", limit)
+
+    def _check_sample_groups(self) -> None:
+        groups = self.distributed.sample_groups
+        if groups == 1:
+            return
+        name = self.agent.name
+        check(name in ("ami", "dreamer"), "distributed.sample_groups", f"{name} does not sample ami's replay")
+        counts = {"data.num_envs": self.data.num_envs}
+        if self.agent.name == "dreamer":
+            counts["dreamer.batch_size"] = self.dreamer.batch_size
+        else:
+            counts.update({"train.batch_size": self.train.batch_size, "critic.batch_size": self.critic.batch_size})
+            if self.hierarchy.learned:
+                counts["hierarchy.batch_size"] = self.hierarchy.batch_size
+        for key, count in counts.items():
+            check(count % groups == 0, key, f"{count} does not divide into distributed.sample_groups = {groups}")
 
 
 def load_experiment(path_or_mapping, overrides=()) -> ExperimentConfig:

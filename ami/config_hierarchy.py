@@ -19,6 +19,8 @@ PLANNING_KEYS = (
     "distance_weight",
     "critic_weight",
     "options",
+    "edge_cutoff",
+    "max_hops",
 )
 
 
@@ -37,7 +39,13 @@ class HierarchyConfig:
     macro-actions minimising `distance_weight ||z_M - g||^2 / D + critic_weight mean C_H`, and
     the low planner plans to its first subgoal; within `handover` macro-steps of the goal by the
     high critic the low level plans to the goal itself.
-    `plan: false` plans flat with the same run."""
+    `plan: false` plans flat with the same run.
+
+    `subgoals: landmarks` replaces the learned high level by a graph over `landmarks` replay
+    observations (`ami.landmarks`): edges where the low critic reads at most `edge_cutoff`
+    (its units; None: the configurator's `planner.horizon / 2` steps), shortest routes over at
+    most `max_hops` edges, and the first landmark of the route as the low planner's goal,
+    renewed every `replan_every` steps. No high networks are trained in that mode."""
 
     enabled: bool = False
     stride: int = 16
@@ -60,6 +68,15 @@ class HierarchyConfig:
     distance_weight: float = 1.0
     critic_weight: float = 1.0
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    subgoals: str = "planned"
+    landmarks: int = 512
+    edge_cutoff: float | None = None
+    max_hops: int = 64
+
+    @property
+    def learned(self) -> bool:
+        """Whether the high level's networks are built and trained."""
+        return self.enabled and self.subgoals == "planned"
 
     def validate(self) -> None:
         check(self.stride >= 2, "stride", "must be >= 2 low-level steps")
@@ -77,6 +94,10 @@ class HierarchyConfig:
         check(self.replan_every is None or self.replan_every >= 1, "replan_every", "must be >= 1")
         check(self.handover >= 0.0, "handover", "must be >= 0 (macro-steps to go)")
         check(self.distance_weight >= 0.0 and self.critic_weight >= 0.0, "distance_weight", "weights must be >= 0")
+        check(self.subgoals in ("planned", "landmarks"), "subgoals", "must be 'planned' or 'landmarks'")
+        check(self.landmarks >= 2, "landmarks", "must be >= 2")
+        check(self.edge_cutoff is None or self.edge_cutoff > 0.0, "edge_cutoff", "must be > 0 or null")
+        check(self.max_hops >= 1, "max_hops", "must be >= 1")
         known = actor.planner_names()
         check(self.planner in known, "planner", f"unknown planner {self.planner!r}; known planners: {', '.join(known)}")
         declared = actor.planner_defaults(self.planner)

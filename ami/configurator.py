@@ -132,7 +132,9 @@ def resolve(cfg: ExperimentConfig, task: Task) -> ExperimentConfig:
     d = cfg.dreamer
     dreamer = _fill(d, imagine_starts=d.batch_size * (d.length + 1))
     h = cfg.hierarchy
-    hierarchy = _fill(h, macro_size=task.action_size, replan_every=h.stride)
+    half = max(planner.horizon // 2, 1)  # a landmark edge: half the low planner's reach, in critic units
+    hop = half if cfg.critic.objective == "distance" else (1.0 - cfg.critic.gamma**half) / (1.0 - cfg.critic.gamma)
+    hierarchy = _fill(h, macro_size=task.action_size, replan_every=h.stride, edge_cutoff=round(hop, 4))
     out = dataclasses.replace(
         cfg,
         planner=planner,
@@ -166,6 +168,8 @@ def _check_resolved(cfg: ExperimentConfig, task: Task) -> None:
         )
     if cfg.hierarchy.enabled:
         check(task.goal_conditioned, "hierarchy.enabled", "two-level planning plans towards a goal: this env has none")
+        landmarks = cfg.hierarchy.subgoals == "landmarks"
+        check(not landmarks or cfg.critic.enabled, "hierarchy.subgoals", "the landmark edges are the low critic's")
     if cfg.cost.value_weight:
         check(cfg.policy.enabled, "policy.enabled", "the value term reads Q(z, pi(z)): it needs the policy")
     if cfg.policy.enabled and cfg.policy.objective == "value":

@@ -57,6 +57,7 @@ class Learner(NamedTuple):
     policy_opt: Any = None
     target_value: Any = None
     high: Any = None  # hierarchy.HighLearner of two-level runs
+    landmarks: Any = None  # landmark observations [L, ...] of `hierarchy.subgoals: landmarks` runs
 
 
 class UpdateBatch(NamedTuple):
@@ -311,5 +312,6 @@ def update(m: Modules, s: UpdateSettings, state: AgentState, batch: UpdateBatch)
         policy_opt,
         target_value,
         high,
+        learner.landmarks,
     )
     return state._replace(learner=learner), metrics

@@ -15,7 +15,14 @@ starting at logical `s` is usable when
 
 Sampling draws `num_candidates` uniform candidates per batch element and keeps the first
 usable one, which is a uniform draw over usable windows; `valid` says whether one was found,
-so the caller can weight its loss. Every function is pure and jittable: `add` for a fixed `T`
+so the caller can weight its loss.
+
+With `groups = G > 1` the `N` streams are cut into `G` consecutive blocks of `N / G` and
+batch rows `[g B / G, (g + 1) B / G)` are drawn from block `g` alone, each block with its own
+key: a draw stratified over the blocks. When the streams are split along a mesh axis of `G`
+devices (`ami.distributed`), every device then samples its rows from its own streams and the
+batch comes out split the same way, with no gather across devices. `G = 1` is the plain
+uniform draw. Every function is pure and jittable: `add` for a fixed `T`
 and `sample` for fixed `batch_size` and `length` compile once. To update the buffer in place
 inside a jitted train step, donate the state there.
 """
@@ -105,16 +112,21 @@ def add(state: ReplayState, traj: Any) -> ReplayState:
     )
 
 
-def sample(state: ReplayState, key: jax.Array, batch_size: int, length: int, num_candidates: int = 32) -> Batch:
+def sample(
+    state: ReplayState, key: jax.Array, batch_size: int, length: int, num_candidates: int = 32, groups: int = 1
+) -> Batch:
     """`batch_size` windows of `length` consecutive transitions: `Batch` leaves `[B, L, ...]`.
 
-    Streams and start times are uniform over usable windows (see the module docstring);
-    `valid[b]` is False when none of the `num_candidates` draws for row `b` was usable (too
-    little data, or episodes shorter than `length`); row `b` then holds an unusable window,
-    possibly across an episode end or the write head, and must be masked out.
+    Streams and start times are uniform over usable windows (see the module docstring) of
+    each of the `groups` blocks of streams; `valid[b]` is False when none of the
+    `num_candidates` draws for row `b` was usable (too little data, or episodes shorter than
+    `length`); row `b` then holds an unusable window, possibly across an episode end or the
+    write head, and must be masked out.
     """
-    _check_positive(batch_size=batch_size, length=length, num_candidates=num_candidates)
+    _check_positive(batch_size=batch_size, length=length, num_candidates=num_candidates, groups=groups)
     _check_fits(state, "length", length)
+    if groups > 1:
+        return _per_group(lambda s, k, b: sample(s, k, b, length, num_candidates), state, key, batch_size, groups)
     key_stream, key_start = jax.random.split(key)
     shape = (batch_size, num_candidates)
     stream = jax.random.randint(key_stream, shape, 0, _num_streams(state))
@@ -129,18 +141,22 @@ def sample(state: ReplayState, key: jax.Array, batch_size: int, length: int, num
 
 
 def sample_pairs(
-    state: ReplayState, key: jax.Array, batch_size: int, max_offset: int, num_candidates: int = 32
+    state: ReplayState, key: jax.Array, batch_size: int, max_offset: int, num_candidates: int = 32, groups: int = 1
 ) -> Pairs:
     """`batch_size` (transition at `t`, observation at `t + k`) pairs from one episode: `Pairs [B, ...]`.
 
-    `(stream, t, k)` is uniform over usable triples with `k` in `[0, max_offset]`: the `k`
-    transitions from `t` on (at least one) lie before the write head and none but the last
-    ends an episode. Cost is `O(B * num_candidates * max_offset)`.
+    `(stream, t, k)` is uniform over usable triples with `k` in `[0, max_offset]` of each of
+    the `groups` blocks of streams: the `k` transitions from `t` on (at least one) lie before
+    the write head and none but the last ends an episode. Cost is
+    `O(B * num_candidates * max_offset)`.
     """
-    _check_positive(batch_size=batch_size, num_candidates=num_candidates)
+    _check_positive(batch_size=batch_size, num_candidates=num_candidates, groups=groups)
     if not isinstance(max_offset, int) or max_offset < 0:
         raise ValueError(f"expected a non-negative int for max_offset, got {max_offset!r}")
     _check_fits(state, "max_offset", max_offset)
+    if groups > 1:
+        draw = lambda s, k, b: sample_pairs(s, k, b, max_offset, num_candidates)  # noqa: E731
+        return _per_group(draw, state, key, batch_size, groups)
     width = max(max_offset, 1)
     key_stream, key_time, key_offset = jax.random.split(key, 3)
     shape = (batch_size, num_candidates)
@@ -268,6 +284,19 @@ def _gather(tree: Any, stream: jax.Array, slots: jax.Array) -> Any:
     """Leaves `[N, C, ...]` at `stream [B]` and `slots [B]` or `[B, L]`: `[B, ...]` or `[B, L, ...]`."""
     rows = stream.reshape(stream.shape + (1,) * (slots.ndim - 1))
     return jax.tree.map(lambda x: x[rows, slots], tree)
+
+
+def _per_group(draw: Any, state: ReplayState, key: jax.Array, batch_size: int, groups: int) -> Any:
+    """`draw(state, key, batch_size // groups)` on each of the `groups` blocks of streams
+    (`vmap` over a leading block axis), the block results concatenated along the batch axis."""
+    num_streams = _num_streams(state)
+    for name, count in (("streams", num_streams), ("batch_size", batch_size)):
+        if count % groups:
+            raise ValueError(f"expected {name} ({count}) to divide into groups={groups}")
+    blocks = jax.tree.map(lambda x: x.reshape(groups, num_streams // groups, *x.shape[1:]), state.data)
+    per_block = lambda data, k: draw(state._replace(data=data), k, batch_size // groups)  # noqa: E731
+    out = jax.vmap(per_block)(blocks, jax.random.split(key, groups))
+    return jax.tree.map(lambda x: x.reshape(batch_size, *x.shape[2:]), out)
 
 
 def _expand(flag: jax.Array, like: jax.Array) -> jax.Array:

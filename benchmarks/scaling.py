@@ -7,9 +7,11 @@ without shardings, no `jax.set_mesh`). On a CPU the devices are emulated
 (`--xla_force_host_platform_device_count`, set here before JAX starts) and share the same
 cores, so the rows are a correctness-and-overhead figure, not a speed-up: the number to read is
 the sharded path's cost at 1 device against the plain path (target: at most 10 % more). On an
-accelerator host the same script measures real devices.
+accelerator host the same script measures real devices. `--grouped` adds, for every mesh of
+N > 1 devices, a row with `distributed.sample_groups=N`: each device draws its rows of the
+update batch from its own replay streams, where the plain rows gather windows across devices.
 
-    python benchmarks/scaling.py [--experiment dmc_cartpole_swingup] [--devices 1,2,4,8]
+    python benchmarks/scaling.py [--experiment dmc_cartpole_swingup] [--devices 1,2,4,8] [--grouped]
         [--envs 8] [--chunk 25] [--repeats 3] [--set key=value ...] [--out benchmarks/results/scaling.json]
 """
 
@@ -65,6 +67,7 @@ def measure(cfg, env, agent, devices: int | None, repeats: int) -> dict:
     env_steps = s.chunk * s.num_envs * s.action_repeat
     return {
         "devices": devices,
+        "sample_groups": cfg.distributed.sample_groups,
         "s_per_chunk": round(t_chunk, 4),
         "env_steps_per_s": round(env_steps / t_chunk, 1),
         "updates_per_s": round(s.chunk * s.updates / t_chunk, 1),
@@ -79,6 +82,7 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=8, help="data.num_envs (divisible by every device count)")
     parser.add_argument("--chunk", type=int, default=25, help="decisions per timed online chunk")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--grouped", action="store_true", help="add rows with distributed.sample_groups = devices")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="benchmarks/results/scaling.json")
     args = parser.parse_args()
@@ -96,15 +100,21 @@ def main() -> None:
     overrides = [f"data.num_envs={args.envs}", f"online.chunk={args.chunk}", "eval.episodes=8", *args.set]
     cfg, env, agent = build(load_experiment(path, overrides))
     counts = [int(d) for d in args.devices.split(",")]
-    rows = [measure(cfg, env, agent, None, args.repeats)] + [measure(cfg, env, agent, d, args.repeats) for d in counts]
+    rows = [measure(cfg, env, agent, None, args.repeats)]
+    for d in counts:
+        rows.append(measure(cfg, env, agent, d, args.repeats))
+        if args.grouped and d > 1:
+            grouped = build(load_experiment(path, [*overrides, f"distributed.sample_groups={d}"]))
+            rows.append(measure(*grouped, d, args.repeats))
     base = rows[0]
     devices = f"{jax.device_count()} {jax.default_backend()} devices"
     print(f"{args.experiment}: {args.envs} envs, chunks of {args.chunk} decisions; {devices}")
-    print(f"{'path':18} {'s/chunk':>8} {'x plain':>8} {'env st/s':>9} {'upd/s':>7} {'dec/s':>7}")
+    print(f"{'path':28} {'s/chunk':>8} {'x plain':>8} {'env st/s':>9} {'upd/s':>7} {'dec/s':>7}")
     for r in rows:
         name = "plain (no mesh)" if r["devices"] is None else f"mesh of {r['devices']}"
+        name += f", groups {r['sample_groups']}" if r["sample_groups"] > 1 else ""
         print(
-            f"{name:18} {r['s_per_chunk']:8.3f} {r['s_per_chunk'] / base['s_per_chunk']:8.3f} "
+            f"{name:28} {r['s_per_chunk']:8.3f} {r['s_per_chunk'] / base['s_per_chunk']:8.3f} "
             f"{r['env_steps_per_s']:9.1f} {r['updates_per_s']:7.1f} {r['decisions_per_s']:7.1f}"
         )
     write_json(

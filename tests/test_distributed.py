@@ -186,6 +186,65 @@ def test_counts_that_do_not_divide_over_the_devices_are_refused(tmp_path):
         load_experiment({}, ["distributed.num_processes=2"])
 
 
+# Runs in a process with 8 CPU devices: the quickstart agent's update batch drawn from a replay
+# split over the 8 devices, at sample_groups 1 and 8; prints one JSON line.
+GROUPED = textwrap.dedent(
+    """
+    import json, re, sys
+    import jax, numpy as np
+    from ami import distributed, run
+    from ami.config import load_experiment
+    from ami.train import collect, to_replay
+    QUICKSTART, OFFLINE = json.loads(sys.argv[1])
+    res = {}
+    for groups in (1, 8):
+        cfg, env, agent = run.build(load_experiment(QUICKSTART, OFFLINE + [f"distributed.sample_groups={groups}"]))
+        d = cfg.data
+        buffer = jax.jit(lambda k: to_replay(collect(env, k, d.num_envs, d.steps_per_env, d.smoothing)))(
+            jax.random.key(0)
+        )
+        mesh = distributed.make_mesh(cfg.distributed)
+        placed = distributed.place(buffer, distributed.replay_shardings(buffer, mesh))
+        sample, key = jax.jit(agent.sample), jax.random.key(1)
+        alone = sample(buffer, key)
+        with jax.set_mesh(mesh):
+            text = sample.lower(placed, key).compile().as_text()
+            split = sample(placed, key)
+        ops = r"all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter"
+        res[groups] = {
+            "gap": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
+                       zip(jax.tree.leaves(alone), jax.tree.leaves(split), strict=True)),
+            "collectives": len(re.findall(ops, text)),
+            "specs": sorted({str(x.sharding.spec) for x in jax.tree.leaves(split)}),
+            "leaves": len(jax.tree.leaves(split)),
+        }
+    print(json.dumps(res))
+    """
+)
+
+
+def test_grouped_sampling_draws_each_devices_rows_from_its_own_streams():
+    """sample_groups = 8 on 8 devices: the batch is the one drawn on 1 device, it comes out split
+    along data, and the compiled sampler moves nothing between devices (at 1 group it does)."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    args = json.dumps([QUICKSTART, OFFLINE])
+    done = subprocess.run([sys.executable, "-c", GROUPED, args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    assert res["8"]["gap"] == 0.0 and res["1"]["gap"] == 0.0, res
+    assert res["8"]["collectives"] == 0 and res["1"]["collectives"] > 0, res
+    assert res["8"]["specs"] == ["P('data',)"] and res["8"]["leaves"] >= 9, res
+
+
+def test_sample_groups_that_do_not_divide_are_refused():
+    with pytest.raises(configlib.ConfigError, match=r"data.num_envs: 8 does not divide into distributed.sample_groups = 3"):
+        load_experiment({}, [*ONLINE, "distributed.sample_groups=3"])
+    with pytest.raises(configlib.ConfigError, match=r"critic.batch_size: 256 does not divide into"):
+        load_experiment(QUICKSTART, ["distributed.sample_groups=3", "data.num_envs=6", "train.batch_size=6"])
+    with pytest.raises(configlib.ConfigError, match=r"ppo does not sample ami's replay"):
+        load_experiment({}, ["agent.name=ppo", "distributed.sample_groups=2"])
+
+
 # One of two `jax.distributed` processes on 127.0.0.1 (one CPU device each, gloo collectives):
 # the online and the offline run of the tests above, with a data axis over both processes.
 TWO_PROCESSES = textwrap.dedent(

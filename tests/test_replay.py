@@ -189,6 +189,40 @@ def test_sample_pairs_match_reference(total):
     assert found == expected
 
 
+def test_grouped_sample_draws_each_block_of_rows_from_its_own_streams():
+    """groups = 3 over 3 streams: rows [g B/3, (g+1) B/3) come from stream g alone and reach
+    every usable window of it, uniformly; the pairs too."""
+    capacity, total, length, batch_size = 40, 61, 5, 3 * 4096
+    dones = random_dones(total, seed=4)
+    state = fill(capacity, total, 1, dones)
+    batch = jax.jit(partial(replay.sample, batch_size=batch_size, length=length, groups=3))(state, jax.random.key(1))
+    start, stream, valid = window_starts(batch)
+    assert valid.all()
+    np.testing.assert_array_equal(stream, np.repeat(np.arange(3), batch_size // 3))
+    expected = reference_windows(dones, total - capacity, total, length)
+    for g in range(3):
+        rows = slice(g * batch_size // 3, (g + 1) * batch_size // 3)
+        counts = np.unique(start[rows], return_counts=True)
+        assert {(s, g) for s in counts[0]} == {w for w in expected if w[1] == g}
+        mean = batch_size / 3 / len(counts[0])
+        assert 0.6 * mean < counts[1].min() and counts[1].max() < 1.4 * mean
+    pairs = replay.sample_pairs(state, jax.random.key(2), batch_size=batch_size, max_offset=6, groups=3)
+    obs, goal = np.asarray(pairs.transition.obs), np.asarray(pairs.obs_goal)
+    np.testing.assert_array_equal(obs[:, 1], np.repeat(np.arange(3.0), batch_size // 3))
+    np.testing.assert_array_equal(goal[:, 0], obs[:, 0] + np.asarray(pairs.offset))
+    assert np.asarray(pairs.valid).all()
+
+
+def test_grouped_sample_rejects_counts_that_do_not_divide():
+    state = fill(capacity=10, total=10, chunk=5)
+    with pytest.raises(ValueError, match=r"streams \(3\) to divide into groups=2"):
+        replay.sample(state, jax.random.key(0), batch_size=4, length=2, groups=2)
+    with pytest.raises(ValueError, match=r"batch_size \(4\) to divide into groups=3"):
+        replay.sample_pairs(state, jax.random.key(0), batch_size=4, max_offset=2, groups=3)
+    with pytest.raises(ValueError, match="positive int for groups, got 0"):
+        replay.sample(state, jax.random.key(0), batch_size=4, length=2, groups=0)
+
+
 def test_no_retrace_for_add_and_sample():
     traces = {"add": 0, "sample": 0}
 

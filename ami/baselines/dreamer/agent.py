@@ -297,9 +297,10 @@ def act(nets: Nets, d: config.DreamerConfig, state: DreamerState, step, key, pla
     return state._replace(memory=DreamerMemory(rstate, action)), action, {}
 
 
-def sample_windows(d: config.DreamerConfig, buffer: replay.ReplayState, key: jax.Array) -> Windows:
-    """`d.batch_size` windows of `d.length` transitions inside one episode, as `Windows`."""
-    w = replay.sample(buffer, key, d.batch_size, d.length)
+def sample_windows(d: config.DreamerConfig, buffer: replay.ReplayState, key: jax.Array, groups: int = 1) -> Windows:
+    """`d.batch_size` windows of `d.length` transitions inside one episode, as `Windows`
+    (stratified over `groups` blocks of streams, `ami.replay.sample`)."""
+    w = replay.sample(buffer, key, d.batch_size, d.length, groups=groups)
     t = w.transitions
     b = t.action.shape[0]
     terminal = (t.done * (1.0 - t.truncated)).astype(jnp.float32)
@@ -337,7 +338,7 @@ def make_dreamer(cfg: config.ExperimentConfig, spec):
         init=init,
         act=lambda state, step, key, plan_fn=None, context=None: act(nets, d, state, step, key, plan_fn, context),
         update=lambda state, batch: update(nets, d, state, batch),
-        sample=lambda buffer, key: sample_windows(d, buffer, key),
+        sample=lambda buffer, key: sample_windows(d, buffer, key, cfg.distributed.sample_groups),
         reset=lambda state, num_envs: DreamerState(state.learner, memory(num_envs)),
         prepare=lambda state, buffer: state,
         plan=None,
