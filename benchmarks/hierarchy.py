@@ -6,7 +6,9 @@ runs/maze`) and evaluates, on the same episodes from the run's fixed eval seed:
 * `flat`: the low planner alone, at the run's settings (`hierarchy.plan=false`);
 * `flat H=<reach>`: the same planner and search budget over as many steps as the high
   level looks ahead (`planner.horizon = hierarchy.horizon x stride`);
-* `two-level`: the high planner chooses macro-actions, the low planner plans to the first subgoal.
+* `two-level`: the high planner chooses macro-actions, the low planner plans to the first
+  subgoal; on a run with `hierarchy.subgoals: landmarks`, the landmark graph chooses the
+  waypoint (`ami.landmarks`; its critic evaluations per decision are counted apart).
 
 Per row: success at any step and at the last step, mean final distance, energy evaluations per
 decision (each planner's `PlanResult.evaluations` per call, divided by its re-planning interval,
@@ -60,6 +62,9 @@ def planning_cost(agent, state) -> dict:
         out.update(high_evaluations=high)
         out["evaluations"] += high / hp.replan_every
         out["predictor_steps"] += high * hp.planner.horizon / hp.replan_every
+    if m.landmarks is not None:  # edges of the graph, then each landmark to the agent and to the goal
+        lp = m.landmarks
+        out["graph_critic_evaluations"] = (lp.num * lp.num + 2 * lp.num + 1) / lp.replan_every
     return out
 
 
